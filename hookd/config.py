@@ -1,0 +1,259 @@
+"""Configuration: TOML with ``${VAR}`` expansion, validated into frozen models.
+
+Loading is pure apart from reading the file and ``file:`` secrets. Every problem is collected
+and reported as ``<key.path>: <reason>``, so ``hookd check`` can list them all at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_FILE_PREFIX = "file:"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class ConfigError(Exception):
+    """One or more configuration problems, each ``(key_path, reason)``."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        return [f"config error: {path}: {reason}" for path, reason in self.problems]
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_host_port(value: str) -> HostPort:
+    """Parse ``HOST:PORT`` or ``[IPV6]:PORT``; raise ``ValueError`` with a readable reason."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    number = int(port)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port {number} is out of range 0-65535")
+    return HostPort(host, number)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Model):
+    listen: str = "0.0.0.0:8080"
+    admin_listen: str = "127.0.0.1:9090"
+    workers: Annotated[int, Field(ge=0)] = 1
+    max_body_bytes: PositiveInt = 1_048_576
+    max_header_bytes: PositiveInt = 16_384
+    max_connections: PositiveInt = 10_000
+    header_timeout_s: PositiveFloat = 10
+    body_timeout_s: PositiveFloat = 30
+    idle_timeout_s: PositiveFloat = 75
+
+    @field_validator("listen", "admin_listen")
+    @classmethod
+    def _valid_address(cls, value: str) -> str:
+        parse_host_port(value)
+        return value
+
+    @property
+    def listen_address(self) -> HostPort:
+        return parse_host_port(self.listen)
+
+    @property
+    def admin_address(self) -> HostPort:
+        return parse_host_port(self.admin_listen)
+
+
+class KafkaConfig(_Model):
+    broker_address: str | None = None
+    ack_timeout_s: PositiveFloat = 8
+    linger_ms: Annotated[float, Field(ge=0)] = 2
+    extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class RouteConfig(_Model):
+    path: str
+    topic: Annotated[str, Field(min_length=1)]
+    verify: str
+    secrets: tuple[str, ...] = ()
+    tolerance_s: Annotated[float, Field(ge=0)] | None = None
+    key: str | None = None
+    ack: Literal["kafka"] = "kafka"
+    fallback: Literal["reject"] = "reject"
+    max_body_bytes: PositiveInt | None = None
+    # Scheme options (see PROVIDERS.md); a scheme refuses the ones it does not read.
+    header: str | None = None
+    algorithm: Literal["sha1", "sha256", "sha512"] | None = None
+    encoding: Literal["hex", "base64"] | None = None
+    prefix: str | None = None
+    template: str | None = None
+    timestamp_header: str | None = None
+    id_header: str | None = None
+    public_url: str | None = None
+    public_key: tuple[str, ...] | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/") or "?" in value or "#" in value:
+            raise ValueError("must start with '/' and hold no query or fragment")
+        return value
+
+    @field_validator("public_key", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("key")
+    @classmethod
+    def _key_rule(cls, value: str | None) -> str | None:
+        if value is None or value == "none":
+            return value
+        kind, sep, arg = value.partition(":")
+        if not sep or kind not in ("header", "json") or not arg:
+            raise ValueError('expected "header:NAME", "json:/POINTER" or "none"')
+        if kind == "json" and not arg.startswith("/"):
+            raise ValueError("a JSON pointer starts with '/'")
+        return value
+
+
+class Config(_Model):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    routes: tuple[RouteConfig, ...] = ()
+
+    def with_overrides(
+        self,
+        listen: str | None = None,
+        workers: int | None = None,
+        broker: str | None = None,
+    ) -> Config:
+        """Return a copy with command-line overrides applied; raise ``ConfigError`` if invalid."""
+        server = self.server.model_dump()
+        kafka = self.kafka.model_dump()
+        if listen is not None:
+            server["listen"] = listen
+        if workers is not None:
+            server["workers"] = workers
+        if broker is not None:
+            kafka["broker_address"] = broker
+        try:
+            settings = Config.model_validate({"server": server, "kafka": kafka})
+        except ValidationError as exc:
+            raise ConfigError([(_key_path(e["loc"]), _reason(e)) for e in exc.errors()]) from None
+        return settings.model_copy(update={"routes": self.routes})
+
+
+def expand_env(
+    raw: Any, env: Mapping[str, str], path: str = ""
+) -> tuple[Any, list[tuple[str, str]]]:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of a parsed TOML tree."""
+    problems: list[tuple[str, str]] = []
+
+    def walk(node: Any, at: str) -> Any:
+        if isinstance(node, str):
+
+            def substitute(match: re.Match[str]) -> str:
+                name, default = match.group(1), match.group(2)
+                if name in env:
+                    return env[name]
+                if default is not None:
+                    return default
+                problems.append((at, f"environment variable ${{{name}}} is not set"))
+                return ""
+
+            return _ENV_REF.sub(substitute, node)
+        if isinstance(node, dict):
+            return {k: walk(v, f"{at}.{k}" if at else k) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, f"{at}[{i}]") for i, v in enumerate(node)]
+        return node
+
+    return walk(raw, path), problems
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _reason(error: Mapping[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _read_file_secrets(raw: dict[str, Any], base: Path) -> list[tuple[str, str]]:
+    """Replace ``file:PATH`` secrets in place by the file's content (trailing newline stripped)."""
+    problems: list[tuple[str, str]] = []
+    routes = raw.get("routes")
+    if not isinstance(routes, list):
+        return problems
+    for i, route in enumerate(routes):
+        secrets = route.get("secrets") if isinstance(route, dict) else None
+        if not isinstance(secrets, list):
+            continue
+        for j, secret in enumerate(secrets):
+            if isinstance(secret, str) and secret.startswith(_FILE_PREFIX):
+                file = base / secret.removeprefix(_FILE_PREFIX)
+                try:
+                    secrets[j] = file.read_text(encoding="utf-8").rstrip("\r\n")
+                except (OSError, UnicodeDecodeError) as exc:
+                    problems.append((f"routes[{i}].secrets[{j}]", f"cannot read {file}: {exc}"))
+    return problems
+
+
+def validate(raw: dict[str, Any], env: Mapping[str, str], base: Path = Path()) -> Config:
+    """Expand, read secret files and validate a parsed TOML tree; raise ``ConfigError``."""
+    expanded, problems = expand_env(raw, env)
+    problems += _read_file_secrets(expanded, base)
+    try:
+        config = Config.model_validate(expanded)
+    except ValidationError as exc:
+        problems += [(_key_path(e["loc"]), _reason(e)) for e in exc.errors()]
+        raise ConfigError(problems) from None
+    seen: dict[str, int] = {}
+    for i, route in enumerate(config.routes):
+        if route.path in seen:
+            problems.append((f"routes[{i}].path", f"duplicate of routes[{seen[route.path]}]"))
+        seen.setdefault(route.path, i)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; raise ``ConfigError`` naming every problem."""
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([(str(file), f"cannot read: {exc.strerror or exc}")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([(str(file), f"invalid TOML: {exc}")]) from None
+    return validate(raw, os.environ if env is None else env, base=file.parent)

@@ -1,0 +1,223 @@
+"""The verifier interface: pure functions of (request, now) with no IO.
+
+A scheme is a ``Verifier`` subclass built from its route's config. ``verify`` either returns a
+``Verified`` (with the delivery id and event type it found) or raises ``Rejected`` whose message
+is safe to send back to the caller: it says what was wrong, never what was expected.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Self
+
+from hookd.config import RouteConfig
+
+Digest = Callable[[bytes, bytes], bytes]
+
+
+class Rejected(Exception):
+    """Verification failed. The message is the reason given in the 401 answer."""
+
+
+class SchemeConfigError(Exception):
+    """A route's options do not fit its scheme: ``(option, reason)``."""
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option}: {reason}")
+        self.option = option
+        self.reason = reason
+
+
+class CannotSign(Exception):
+    """The scheme is asymmetric: only the provider's private key can sign."""
+
+
+class Headers:
+    """Read-only view of a request's headers (names lower-case, as h11 gives them)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        self._items = items
+
+    def get(self, name: bytes) -> bytes | None:
+        """The header's single value; a repeated header is refused as ambiguous."""
+        found = None
+        for item_name, value in self._items:
+            if item_name == name:
+                if found is not None:
+                    raise Rejected(f"duplicate {name.decode()} header")
+                found = value
+        return found
+
+    def require(self, name: bytes) -> bytes:
+        value = self.get(name)
+        if value is None:
+            raise Rejected(f"missing {name.decode()} header")
+        return value
+
+    def first(self, name: bytes) -> bytes | None:
+        """The first value, for informational headers where a repeat is harmless."""
+        for item_name, value in self._items:
+            if item_name == name:
+                return value
+        return None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._items)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a verifier sees: the request exactly as received."""
+
+    method: bytes
+    target: bytes
+    headers: Headers
+    body: bytes
+
+    @property
+    def query(self) -> bytes:
+        _, _, query = self.target.partition(b"?")
+        return query
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A request that passed. ``reply`` is set for handshakes: answer it, publish nothing."""
+
+    delivery_id: bytes | None = None
+    event_type: bytes | None = None
+    reply: bytes | None = None
+
+
+class Verifier(ABC):
+    """One signature scheme, configured for one route."""
+
+    scheme: ClassVar[str]
+    #: Route keys beyond the common ones that this scheme reads.
+    options: ClassVar[frozenset[str]] = frozenset()
+    needs_secrets: ClassVar[bool] = True
+    #: Default for ``tolerance_s`` on timestamped schemes; ``None`` if the scheme has none.
+    default_tolerance_s: ClassVar[float | None] = None
+
+    def __init__(self, route: RouteConfig) -> None:
+        self.secrets: tuple[bytes, ...] = tuple(s.encode() for s in route.secrets)
+        self.tolerance_s = (
+            route.tolerance_s if route.tolerance_s is not None else self.default_tolerance_s
+        )
+
+    @classmethod
+    def from_route(cls, route: RouteConfig) -> Self:
+        """Build for a route; raise ``SchemeConfigError`` when its options do not fit."""
+        if cls.needs_secrets and not route.secrets:
+            raise SchemeConfigError("secrets", f'scheme "{cls.scheme}" needs at least one secret')
+        if route.tolerance_s is not None and cls.default_tolerance_s is None:
+            raise SchemeConfigError("tolerance_s", f'scheme "{cls.scheme}" has no timestamp')
+        for option in sorted(_SCHEME_OPTIONS - cls.options):
+            if getattr(route, option) is not None:
+                raise SchemeConfigError(option, f'not used by scheme "{cls.scheme}"')
+        return cls(route)
+
+    @abstractmethod
+    def verify(self, request: Request, now: float) -> Verified:
+        """Return ``Verified`` or raise ``Rejected``. Never raises anything else."""
+
+    def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
+        """Headers that make ``verify`` accept ``body`` (first secret); for ``hookd sign``."""
+        raise CannotSign(f'scheme "{self.scheme}" cannot be signed without its private key')
+
+
+_SCHEME_OPTIONS = frozenset(
+    {
+        "header",
+        "algorithm",
+        "encoding",
+        "prefix",
+        "template",
+        "timestamp_header",
+        "id_header",
+        "public_url",
+        "public_key",
+    }
+)
+
+# -- helpers shared by the HMAC schemes ---------------------------------------------------
+
+
+def hmac_sha1(key: bytes, message: bytes) -> bytes:
+    return hmac.digest(key, message, hashlib.sha1)
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    return hmac.digest(key, message, hashlib.sha256)
+
+
+def hmac_sha512(key: bytes, message: bytes) -> bytes:
+    return hmac.digest(key, message, hashlib.sha512)
+
+
+DIGESTS: dict[str, Digest] = {"sha1": hmac_sha1, "sha256": hmac_sha256, "sha512": hmac_sha512}
+
+
+def decode_hex(value: bytes) -> bytes:
+    try:
+        return bytes.fromhex(value.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise Rejected("malformed signature: not hex") from None
+
+
+def decode_base64(value: bytes) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise Rejected("malformed signature: not base64") from None
+
+
+DECODERS: dict[str, Callable[[bytes], bytes]] = {"hex": decode_hex, "base64": decode_base64}
+ENCODERS: dict[str, Callable[[bytes], str]] = {
+    "hex": bytes.hex,
+    "base64": lambda raw: base64.b64encode(raw).decode("ascii"),
+}
+
+
+def strip_prefix(value: bytes, prefix: bytes) -> bytes:
+    if not value.startswith(prefix):
+        raise Rejected(f"malformed signature: expected the {prefix.decode()!r} prefix")
+    return value[len(prefix) :]
+
+
+def any_digest_matches(
+    digest: Digest, secrets: Iterable[bytes], message: bytes, candidates: Sequence[bytes]
+) -> bool:
+    """True when some secret's HMAC of ``message`` equals some candidate (constant time each)."""
+    for secret in secrets:
+        expected = digest(secret, message)
+        for candidate in candidates:
+            if hmac.compare_digest(expected, candidate):
+                return True
+    return False
+
+
+def check_timestamp(
+    sent_at: float, now: float, tolerance_s: float | None, *, reject_future: bool
+) -> None:
+    """Refuse a timestamp older than the tolerance (and newer, for two-sided schemes)."""
+    if tolerance_s is None:
+        return
+    if now - sent_at > tolerance_s:
+        raise Rejected("timestamp outside tolerance: too old")
+    if reject_future and sent_at - now > tolerance_s:
+        raise Rejected("timestamp outside tolerance: in the future")
+
+
+def parse_int(value: bytes, what: str) -> int:
+    if not value.isdigit() or len(value) > 19:
+        raise Rejected(f"malformed {what}")
+    return int(value)
