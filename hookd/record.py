@@ -26,7 +26,7 @@ class KeyRule:
     """How a route derives the record key: ``header:NAME``, ``json:/pointer``, ``none`` or the
     scheme's delivery id (the default)."""
 
-    __slots__ = ("_header", "_pointer", "_none")
+    __slots__ = ("_header", "_none", "_pointer")
 
     def __init__(self, rule: str | None) -> None:
         self._header: bytes | None = None
