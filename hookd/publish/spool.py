@@ -73,6 +73,9 @@ MAX_GROUP: Final = 1024
 MAX_GROUP_BYTES: Final = 16 * 1024 * 1024
 #: WAL size kept after a checkpoint.
 JOURNAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
+#: How long the writer waits for a lock some other SQLite client (an operator's ``sqlite3``
+#: shell) holds on the file before failing the group; hookd itself never contends (flock).
+BUSY_TIMEOUT_S: Final = 1.0
 #: ``PRAGMA user_version`` of the schema below; an unknown version is refused, not guessed at.
 SCHEMA_VERSION: Final = 1
 #: Ids per ``IN (...)`` list: well under SQLite's bound-parameter limit on every version.
@@ -385,7 +388,7 @@ class Spool:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:
-            conn = sqlite3.connect(self.db_path, isolation_level=None)
+            conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot open spool {self.db_path}: {exc}") from exc
         self._conn = conn
