@@ -19,6 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _FILE_PREFIX = "file:"
 
+#: Set by Quix Cloud in a deployment's environment; quixstreams reads it itself.
+QUIX_SDK_TOKEN_ENV = "Quix__Sdk__Token"
+DEFAULT_BROKER = "127.0.0.1:9092"
+#: Producer settings the guarantee depends on; ``[kafka.extra]`` may not change them.
+FIXED_PRODUCER_SETTINGS = frozenset({"acks", "enable.idempotence", "message.timeout.ms"})
+
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -91,6 +97,25 @@ class KafkaConfig(_Model):
     ack_timeout_s: PositiveFloat = 8
     linger_ms: Annotated[float, Field(ge=0)] = 2
     extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("extra")
+    @classmethod
+    def _no_weaker_guarantee(
+        cls, value: dict[str, str | int | float | bool]
+    ) -> dict[str, str | int | float | bool]:
+        fixed = sorted(FIXED_PRODUCER_SETTINGS & value.keys())
+        if fixed:
+            raise ValueError(
+                f"{', '.join(fixed)} cannot be set: hookd fixes acks=all, idempotence, "
+                "and message.timeout.ms from ack_timeout_s"
+            )
+        return value
+
+    def broker(self, env: Mapping[str, str]) -> str | None:
+        """The bootstrap address, or ``None`` to connect through Quix Cloud."""
+        if self.broker_address is None and env.get(QUIX_SDK_TOKEN_ENV):
+            return None
+        return self.broker_address or DEFAULT_BROKER
 
 
 class RouteConfig(_Model):

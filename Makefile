@@ -1,0 +1,31 @@
+# `make run` and `make test` work from a fresh clone with only python3, make and pip.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	PYTHONPATH=scripts $(BIN)/python scripts/run_local.py
+
+test: $(STAMP)
+	$(BIN)/ruff check hookd tests scripts bench
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check hookd tests scripts bench
+	$(BIN)/ruff format --check hookd tests scripts bench
+
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

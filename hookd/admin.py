@@ -1,0 +1,70 @@
+"""The admin listener: ``/healthz``, ``/readyz`` and ``/metrics``, never on the public port."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import cast
+
+import h11
+
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_METRICS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+
+
+class AdminProtocol(asyncio.Protocol):
+    """One GET per connection; the answer closes it. Admin traffic is rare and small."""
+
+    def __init__(
+        self, ready: Callable[[], str | None], render_metrics: Callable[[], bytes]
+    ) -> None:
+        self._ready = ready
+        self._render_metrics = render_metrics
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=8192)
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._conn.receive_data(data)
+        try:
+            event = self._conn.next_event()
+        except h11.RemoteProtocolError:
+            self._answer(400, b"bad request\n", _TEXT)
+            return
+        if isinstance(event, h11.Request):
+            self._route(event)
+
+    def _route(self, request: h11.Request) -> None:
+        if request.method != b"GET":
+            self._answer(405, b"method not allowed\n", _TEXT, (b"allow", b"GET"))
+            return
+        path = request.target.partition(b"?")[0]
+        if path == b"/healthz":
+            self._answer(200, b"ok\n", _TEXT)
+        elif path == b"/readyz":
+            problem = self._ready()
+            if problem is None:
+                self._answer(200, b"ready\n", _TEXT)
+            else:
+                self._answer(503, f"not ready: {problem}\n".encode(), _TEXT)
+        elif path == b"/metrics":
+            self._answer(200, self._render_metrics(), _METRICS)
+        else:
+            self._answer(404, b"not found\n", _TEXT)
+
+    def _answer(self, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
+        assert self._transport is not None
+        response = h11.Response(
+            status_code=status,
+            reason=HTTPStatus(status).phrase.encode(),
+            headers=[
+                *headers,
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        )
+        self._transport.write(self._conn.send(response) + self._conn.send(h11.Data(body)))
+        self._transport.close()

@@ -1,0 +1,124 @@
+"""In-process counters rendered in the Prometheus text format.
+
+Plain dicts and ints: an increment on the request path is a dict update, nothing more.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from hookd import __version__
+
+#: Publish latency buckets (seconds): from a same-host broker's ~1 ms to the ack timeout.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Histogram:
+    __slots__ = ("buckets", "count", "counts", "sum")
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.count += 1
+        self.sum += value
+
+
+class Metrics:
+    """Everything hookd counts. Gauges are read at render time from the callables given."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, int]] = Counter()
+        self.verify_failures: Counter[tuple[str, str]] = Counter()
+        self.delivery_failures: Counter[str] = Counter()
+        self.publish_latency = Histogram(LATENCY_BUCKETS)
+        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+
+    def request(self, route: str, status: int) -> None:
+        self.requests[route, status] += 1
+
+    def verify_failed(self, route: str, reason: str) -> None:
+        self.verify_failures[route, reason] += 1
+
+    def delivery_failed(self, reason: str) -> None:
+        self.delivery_failures[reason] += 1
+
+    def observe_publish(self, seconds: float) -> None:
+        self.publish_latency.observe(seconds)
+
+    def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        self.gauges[name] = (help_text, read)
+
+    def render(self) -> bytes:
+        lines: list[str] = []
+        _family(
+            lines,
+            "hookd_build_info",
+            "gauge",
+            "hookd version.",
+            [
+                (f'version="{__version__}"', 1),
+            ],
+        )
+        _family(
+            lines,
+            "hookd_requests_total",
+            "counter",
+            "Requests answered, by route and code.",
+            [
+                (f'route="{_escape(route)}",code="{code}"', n)
+                for (route, code), n in sorted(self.requests.items())
+            ],
+        )
+        _family(
+            lines,
+            "hookd_verify_failures_total",
+            "counter",
+            "Requests refused by verification, by route and reason.",
+            [
+                (f'route="{_escape(route)}",reason="{_escape(reason)}"', n)
+                for (route, reason), n in sorted(self.verify_failures.items())
+            ],
+        )
+        _family(
+            lines,
+            "hookd_delivery_failures_total",
+            "counter",
+            "Records Kafka did not acknowledge, by reason.",
+            [
+                (f'reason="{_escape(reason)}"', n)
+                for reason, n in sorted(self.delivery_failures.items())
+            ],
+        )
+        hist = self.publish_latency
+        lines.append("# HELP hookd_publish_latency_seconds From hand-over to the broker's ack.")
+        lines.append("# TYPE hookd_publish_latency_seconds histogram")
+        cumulative = 0
+        for bound, n in zip((*hist.buckets, float("inf")), hist.counts, strict=True):
+            cumulative += n
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            lines.append(f'hookd_publish_latency_seconds_bucket{{le="{le}"}} {cumulative}')
+        lines.append(f"hookd_publish_latency_seconds_sum {hist.sum}")
+        lines.append(f"hookd_publish_latency_seconds_count {hist.count}")
+        for name, (help_text, read) in sorted(self.gauges.items()):
+            _family(lines, name, "gauge", help_text, [("", read())])
+        return ("\n".join(lines) + "\n").encode()
+
+
+def _family(
+    lines: list[str], name: str, kind: str, help_text: str, samples: Iterable[tuple[str, float]]
+) -> None:
+    lines.append(f"# HELP {name} {help_text}")
+    lines.append(f"# TYPE {name} {kind}")
+    for labels, value in samples:
+        lines.append(f"{name}{{{labels}}} {value}" if labels else f"{name} {value}")
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,0 +1,71 @@
+"""The route table: request path → ``Route`` (verifier, topic, key rule, limits)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hookd.config import Config, ConfigError, RouteConfig
+from hookd.record import KeyRule
+from hookd.verify import SCHEMES, SchemeConfigError, Verifier
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A configured endpoint, ready to serve: everything per-route is built once, here."""
+
+    path: str
+    path_bytes: bytes
+    topic: str
+    scheme: str
+    verifier: Verifier
+    key_rule: KeyRule
+    max_body_bytes: int
+    config: RouteConfig
+
+
+class RouteTable:
+    """Exact-path lookup; the query string is not part of the match."""
+
+    __slots__ = ("_by_path", "routes")
+
+    def __init__(self, routes: tuple[Route, ...]) -> None:
+        self.routes = routes
+        self._by_path = {route.path_bytes: route for route in routes}
+
+    def lookup(self, target: bytes) -> Route | None:
+        path, _, _ = target.partition(b"?")
+        return self._by_path.get(path)
+
+
+def build_routes(config: Config) -> RouteTable:
+    """Build every route's verifier; raise ``ConfigError`` naming each route that cannot be."""
+    problems: list[tuple[str, str]] = []
+    routes: list[Route] = []
+    for i, route in enumerate(config.routes):
+        scheme = SCHEMES.get(route.verify)
+        if scheme is None:
+            known = ", ".join(sorted(SCHEMES))
+            problems.append((f"routes[{i}].verify", f'unknown scheme "{route.verify}" ({known})'))
+            continue
+        try:
+            verifier = scheme.from_route(route)
+        except SchemeConfigError as exc:
+            problems.append((f"routes[{i}].{exc.option}", exc.reason))
+            continue
+        routes.append(
+            Route(
+                path=route.path,
+                path_bytes=route.path.encode(),
+                topic=route.topic,
+                scheme=route.verify,
+                verifier=verifier,
+                key_rule=KeyRule(route.key),
+                max_body_bytes=route.max_body_bytes or config.server.max_body_bytes,
+                config=route,
+            )
+        )
+    if not config.routes:
+        problems.append(("routes", "no routes configured: add at least one [[routes]] table"))
+    if problems:
+        raise ConfigError(problems)
+    return RouteTable(tuple(routes))
