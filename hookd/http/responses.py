@@ -35,9 +35,10 @@ def canned(
     all_headers = [_JSON, (b"content-length", str(len(body)).encode()), *headers]
     if close:
         all_headers.append(_CLOSE)
-    return Canned(
-        h11.Response(status_code=status, headers=all_headers), h11.Data(body), status, close
+    response = h11.Response(
+        status_code=status, headers=all_headers, reason=HTTPStatus(status).phrase.encode()
     )
+    return Canned(response, h11.Data(body), status, close)
 
 
 def error(
