@@ -1,0 +1,1 @@
+"""Peer webhook receivers that hookd is benchmarked against (see bench/README.md)."""
