@@ -1,5 +1,6 @@
-"""Signature schemes by name. Each scheme is one small pure module; see PROVIDERS.md."""
+"""Signature schemes by name. Each scheme is one small pure module; see docs/providers.md."""
 
+from hookd.verify.asymmetric import Discord, SendGrid
 from hookd.verify.base import (
     CannotSign,
     Headers,
@@ -9,12 +10,54 @@ from hookd.verify.base import (
     Verified,
     Verifier,
 )
-from hookd.verify.simple import GitHub, Segment
-from hookd.verify.token import NoVerification, Token
+from hookd.verify.generic import Hmac
+from hookd.verify.simple import (
+    Bitbucket,
+    GitHub,
+    Intercom,
+    Linear,
+    PagerDuty,
+    Segment,
+    Shopify,
+    Typeform,
+)
+from hookd.verify.slack import Slack, Zoom
+from hookd.verify.standard import StandardWebhooks
+from hookd.verify.stripe import Calendly, Paddle, Stripe
+from hookd.verify.token import Basic, GitLab, NoVerification, Token
+from hookd.verify.url import HubSpot, Square, Twilio
 
 SCHEMES: dict[str, type[Verifier]] = {
-    scheme.scheme: scheme for scheme in (Segment, GitHub, Token, NoVerification)
+    scheme.scheme: scheme
+    for scheme in (
+        Segment,
+        GitHub,
+        Stripe,
+        StandardWebhooks,
+        Shopify,
+        Slack,
+        Twilio,
+        GitLab,
+        Paddle,
+        Linear,
+        HubSpot,
+        Square,
+        PagerDuty,
+        Typeform,
+        Intercom,
+        Zoom,
+        Calendly,
+        Bitbucket,
+        SendGrid,
+        Discord,
+        Hmac,
+        Token,
+        Basic,
+        NoVerification,
+    )
 }
+# Svix is the reference Standard Webhooks sender; its svix-* headers are read as well.
+SCHEMES["svix"] = StandardWebhooks
 
 __all__ = [
     "SCHEMES",

@@ -167,9 +167,10 @@ DIGESTS: dict[str, Digest] = {"sha1": hmac_sha1, "sha256": hmac_sha256, "sha512"
 
 
 def decode_hex(value: bytes) -> bytes:
+    # a2b_hex, unlike bytes.fromhex, refuses embedded whitespace: one spelling per signature.
     try:
-        return bytes.fromhex(value.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
+        return binascii.a2b_hex(value)
+    except (binascii.Error, ValueError):
         raise Rejected("malformed signature: not hex") from None
 
 
@@ -221,3 +222,98 @@ def parse_int(value: bytes, what: str) -> int:
     if not value.isdigit() or len(value) > 19:
         raise Rejected(f"malformed {what}")
     return int(value)
+
+
+#: Longest signature-bearing header we parse. Real ones are < 1 KB even with several
+#: signatures during a rotation; anything longer is refused before any work is done on it.
+MAX_SIGNATURE_HEADER_BYTES = 4096
+
+
+def signature_header(headers: Headers, name: bytes) -> bytes:
+    """The single value of a header that carries signature material: present, ASCII, bounded."""
+    value = headers.require(name)
+    if len(value) > MAX_SIGNATURE_HEADER_BYTES or not value.isascii():
+        raise Rejected(f"malformed {name.decode()} header")
+    return value.strip()
+
+
+def optional_signature_header(headers: Headers, name: bytes) -> bytes | None:
+    """Like ``signature_header`` for a header that may be absent."""
+    if headers.get(name) is None:
+        return None
+    return signature_header(headers, name)
+
+
+def matching_secret(
+    digest: Digest, secrets: Iterable[bytes], message: bytes, candidates: Sequence[bytes]
+) -> bytes | None:
+    """The secret whose HMAC of ``message`` equals some candidate, else ``None``.
+
+    For handshakes that must answer with the secret that verified (Zoom)."""
+    for secret in secrets:
+        expected = digest(secret, message)
+        for candidate in candidates:
+            if hmac.compare_digest(expected, candidate):
+                return secret
+    return None
+
+
+def hex_candidates(values: Iterable[bytes]) -> list[bytes]:
+    """Decode hex signatures from a multi-signature header, skipping malformed entries.
+
+    A malformed entry can never match, so dropping it is the same as comparing it; the caller
+    refuses when nothing decodable is left."""
+    out = []
+    for value in values:
+        try:
+            out.append(binascii.a2b_hex(value))
+        except (binascii.Error, ValueError):
+            continue
+    return out
+
+
+def base64_candidates(values: Iterable[bytes]) -> list[bytes]:
+    """Base64 twin of ``hex_candidates``."""
+    out = []
+    for value in values:
+        try:
+            out.append(base64.b64decode(value, validate=True))
+        except (binascii.Error, ValueError):
+            continue
+    return out
+
+
+def parse_pairs(value: bytes, separator: bytes) -> list[tuple[bytes, bytes]]:
+    """``k=v<sep>k=v`` into pairs (whitespace around items trimmed; items without ``=`` kept
+    with an empty key so that callers can ignore them)."""
+    pairs = []
+    for item in value.split(separator):
+        key, sep, val = item.strip().partition(b"=")
+        pairs.append((key, val) if sep else (b"", key))
+    return pairs
+
+
+def only_one(pairs: Sequence[tuple[bytes, bytes]], key: bytes, header: bytes) -> bytes:
+    """The value of ``key`` in ``pairs``, which must occur exactly once (no ambiguity)."""
+    found = None
+    for k, v in pairs:
+        if k == key:
+            if found is not None:
+                raise Rejected(f"malformed {header.decode()} header: repeated {key.decode()}")
+            found = v
+    if found is None:
+        raise Rejected(f"malformed {header.decode()} header: no {key.decode()}")
+    return found
+
+
+def json_field(document: object, name: str) -> bytes | None:
+    """A string (or integer) member of a parsed JSON object as bytes, for delivery ids and
+    event types; anything else is ``None`` (the signature already passed: this never refuses)."""
+    if not isinstance(document, dict):
+        return None
+    value = document.get(name)
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value).encode()
+    return None

@@ -1,18 +1,31 @@
-"""Schemes that sign the body alone: one HMAC, one header, an optional prefix."""
+"""Schemes that sign the body alone: one HMAC, one header, an optional prefix.
+
+Segment, GitHub, Shopify, Typeform, Intercom, Bitbucket (one signature), PagerDuty (a list of
+``v1=`` signatures) and Linear (a body HMAC whose freshness is carried inside the body).
+"""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+import orjson
+
+from hookd.config import RouteConfig
 from hookd.verify.base import (
     DECODERS,
     DIGESTS,
     ENCODERS,
+    Digest,
     Rejected,
     Request,
     Verified,
     Verifier,
     any_digest_matches,
+    check_timestamp,
+    hex_candidates,
+    optional_signature_header,
+    parse_int,
+    signature_header,
     strip_prefix,
 )
 
@@ -27,21 +40,29 @@ class BodyHmac(Verifier):
     delivery_id_header: ClassVar[bytes | None] = None
     event_type_header: ClassVar[bytes | None] = None
 
+    def __init__(self, route: RouteConfig) -> None:
+        super().__init__(route)
+        # Resolved once per route: verify is on the hot path.
+        self._digest: Digest = DIGESTS[self.algorithm]
+        self._decode = DECODERS[self.encoding]
+
     def verify(self, request: Request, now: float) -> Verified:
         headers = request.headers
-        value = strip_prefix(headers.require(self.header).strip(), self.prefix)
-        candidate = DECODERS[self.encoding](value)
-        if not any_digest_matches(
-            DIGESTS[self.algorithm], self.secrets, request.body, (candidate,)
-        ):
+        value = strip_prefix(signature_header(headers, self.header), self.prefix)
+        candidate = self._decode(value)
+        if not any_digest_matches(self._digest, self.secrets, request.body, (candidate,)):
             raise Rejected("signature mismatch")
+        return self._verified(request)
+
+    def _verified(self, request: Request) -> Verified:
+        headers = request.headers
         return Verified(
             delivery_id=headers.first(self.delivery_id_header) if self.delivery_id_header else None,
             event_type=headers.first(self.event_type_header) if self.event_type_header else None,
         )
 
     def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
-        raw = DIGESTS[self.algorithm](self.secrets[0], body)
+        raw = self._digest(self.secrets[0], body)
         return [(self.header.decode(), self.prefix.decode() + ENCODERS[self.encoding](raw))]
 
 
@@ -64,3 +85,120 @@ class GitHub(BodyHmac):
     prefix = b"sha256="
     delivery_id_header = b"x-github-delivery"
     event_type_header = b"x-github-event"
+
+
+class Shopify(BodyHmac):
+    """Shopify: ``X-Shopify-Hmac-Sha256`` = base64 HMAC-SHA256 with the app's client secret."""
+
+    scheme = "shopify"
+    header = b"x-shopify-hmac-sha256"
+    algorithm = "sha256"
+    encoding = "base64"
+    delivery_id_header = b"x-shopify-webhook-id"
+    event_type_header = b"x-shopify-topic"
+
+
+class Typeform(BodyHmac):
+    """Typeform: ``Typeform-Signature: sha256=<base64 HMAC-SHA256>``."""
+
+    scheme = "typeform"
+    header = b"typeform-signature"
+    algorithm = "sha256"
+    encoding = "base64"
+    prefix = b"sha256="
+
+
+class Intercom(BodyHmac):
+    """Intercom: ``X-Hub-Signature: sha1=<hex HMAC-SHA1>`` with the app's client secret."""
+
+    scheme = "intercom"
+    header = b"x-hub-signature"
+    algorithm = "sha1"
+    encoding = "hex"
+    prefix = b"sha1="
+
+
+class Bitbucket(BodyHmac):
+    """Bitbucket Cloud: ``X-Hub-Signature: sha256=<hex HMAC-SHA256>``."""
+
+    scheme = "bitbucket"
+    header = b"x-hub-signature"
+    algorithm = "sha256"
+    encoding = "hex"
+    prefix = b"sha256="
+    delivery_id_header = b"x-request-uuid"
+    event_type_header = b"x-event-key"
+
+
+class PagerDuty(BodyHmac):
+    """PagerDuty v3: ``X-PagerDuty-Signature: v1=<hex>[,v1=<hex>]`` — one per active secret.
+
+    Entries of other versions are ignored (a future ``v2`` must not make us fall back to
+    anything weaker); at least one well-formed ``v1`` must be there."""
+
+    scheme = "pagerduty"
+    header = b"x-pagerduty-signature"
+    algorithm = "sha256"
+    encoding = "hex"
+    prefix = b"v1="
+
+    def verify(self, request: Request, now: float) -> Verified:
+        value = signature_header(request.headers, self.header)
+        v1 = [item.strip()[3:] for item in value.split(b",") if item.strip().startswith(b"v1=")]
+        candidates = hex_candidates(v1)
+        if not candidates:
+            raise Rejected("malformed x-pagerduty-signature header: no v1 signature")
+        if not any_digest_matches(self._digest, self.secrets, request.body, candidates):
+            raise Rejected("signature mismatch")
+        return Verified()
+
+
+_LINEAR_TS_FIELD = b'"webhookTimestamp"'
+
+
+class Linear(BodyHmac):
+    """Linear: ``Linear-Signature`` = hex HMAC-SHA256 of the body; freshness in ms, ±60 s.
+
+    The time comes from the body's ``webhookTimestamp`` (signed) and/or the ``Linear-Timestamp``
+    header (what @linear/sdk prefers, but unsigned). Every one present must be fresh, and at
+    least one must be present — a replay cannot refresh the signed one by adding the header."""
+
+    scheme = "linear"
+    header = b"linear-signature"
+    algorithm = "sha256"
+    encoding = "hex"
+    default_tolerance_s = 60.0
+    delivery_id_header = b"linear-delivery"
+    event_type_header = b"linear-event"
+    timestamp_header: ClassVar[bytes] = b"linear-timestamp"
+
+    def verify(self, request: Request, now: float) -> Verified:
+        headers = request.headers
+        candidate = self._decode(signature_header(headers, self.header))
+        header_ts = optional_signature_header(headers, self.timestamp_header)
+        if not any_digest_matches(self._digest, self.secrets, request.body, (candidate,)):
+            raise Rejected("signature mismatch")
+        sent_ms: list[int] = []
+        if header_ts is not None:
+            sent_ms.append(parse_int(header_ts, "linear-timestamp header"))
+        if _LINEAR_TS_FIELD in request.body:
+            sent_ms.append(_body_timestamp(request.body))
+        if not sent_ms:
+            raise Rejected("missing timestamp: neither webhookTimestamp nor linear-timestamp")
+        for ms in sent_ms:
+            check_timestamp(ms / 1000, now, self.tolerance_s, reject_future=True)
+        return self._verified(request)
+
+    def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
+        return [*super().sign(body, target, now), ("Linear-Timestamp", str(int(now * 1000)))]
+
+
+def _body_timestamp(body: bytes) -> int:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise Rejected("malformed body: not JSON") from None
+    value = document.get("webhookTimestamp") if isinstance(document, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise Rejected("malformed webhookTimestamp")
+    return value

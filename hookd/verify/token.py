@@ -1,13 +1,35 @@
-"""Shared-token schemes: the caller presents a secret, compared in constant time."""
+"""Shared-token schemes: the caller presents a secret, compared in constant time.
+
+Every configured secret is compared (no early exit), so the time taken does not reveal which
+one, if any, matched.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
+from collections.abc import Iterable
 
 from hookd.config import RouteConfig
-from hookd.verify.base import Rejected, Request, Verified, Verifier
+from hookd.verify.base import (
+    Rejected,
+    Request,
+    SchemeConfigError,
+    Verified,
+    Verifier,
+    signature_header,
+)
 
 _BEARER = b"bearer "
+_BASIC = b"basic "
+
+
+def _any_equal(presented: bytes, secrets: Iterable[bytes]) -> bool:
+    matched = False
+    for secret in secrets:
+        matched |= hmac.compare_digest(secret, presented)
+    return matched
 
 
 class Token(Verifier):
@@ -18,18 +40,18 @@ class Token(Verifier):
 
     def __init__(self, route: RouteConfig) -> None:
         super().__init__(route)
-        self.header = (route.header or "authorization").lower().encode("ascii")
+        header = (route.header or "authorization").strip().lower()
+        if not header or not header.isascii() or any(c in header for c in " :\t"):
+            raise SchemeConfigError("header", f"not a valid header name: {route.header!r}")
+        self.header = header.encode("ascii")
 
     def verify(self, request: Request, now: float) -> Verified:
-        presented = request.headers.require(self.header).strip()
+        presented = signature_header(request.headers, self.header)
         if self.header == b"authorization":
             if presented[: len(_BEARER)].lower() != _BEARER:
                 raise Rejected("malformed authorization header: expected Bearer")
             presented = presented[len(_BEARER) :].strip()
-        matched = False
-        for secret in self.secrets:
-            matched |= hmac.compare_digest(secret, presented)
-        if not matched:
+        if not _any_equal(presented, self.secrets):
             raise Rejected("token mismatch")
         return Verified()
 
@@ -38,6 +60,65 @@ class Token(Verifier):
         if self.header == b"authorization":
             return [("Authorization", f"Bearer {token}")]
         return [(self.header.decode(), token)]
+
+
+class GitLab(Verifier):
+    """GitLab: the webhook's secret token, sent back verbatim in ``X-Gitlab-Token``."""
+
+    scheme = "gitlab"
+
+    def verify(self, request: Request, now: float) -> Verified:
+        headers = request.headers
+        if not _any_equal(signature_header(headers, b"x-gitlab-token"), self.secrets):
+            raise Rejected("token mismatch")
+        return Verified(
+            delivery_id=headers.first(b"x-gitlab-event-uuid"),
+            event_type=headers.first(b"x-gitlab-event"),
+        )
+
+    def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
+        return [("X-Gitlab-Token", self.secrets[0].decode())]
+
+
+class Basic(Verifier):
+    """HTTP Basic (RFC 7617): ``Authorization: Basic base64(user:password)``; secrets are
+    ``user:password``. User and password are compared separately, each in constant time."""
+
+    scheme = "basic"
+
+    def __init__(self, route: RouteConfig) -> None:
+        super().__init__(route)
+        pairs = []
+        for i, secret in enumerate(self.secrets):
+            user, sep, password = secret.partition(b":")
+            if not sep or not user:
+                raise SchemeConfigError(f"secrets[{i}]", 'basic secrets are "user:password"')
+            pairs.append((user, password))
+        self.credentials = tuple(pairs)
+
+    def verify(self, request: Request, now: float) -> Verified:
+        value = signature_header(request.headers, b"authorization")
+        if value[: len(_BASIC)].lower() != _BASIC:
+            raise Rejected("malformed authorization header: expected Basic")
+        try:
+            decoded = base64.b64decode(value[len(_BASIC) :].strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise Rejected("malformed authorization header: not base64") from None
+        user, sep, password = decoded.partition(b":")
+        if not sep:
+            raise Rejected("malformed authorization header: no user:password")
+        matched = False
+        for expected_user, expected_password in self.credentials:
+            same_user = hmac.compare_digest(expected_user, user)
+            same_password = hmac.compare_digest(expected_password, password)
+            matched |= same_user & same_password
+        if not matched:
+            raise Rejected("credentials mismatch")
+        return Verified()
+
+    def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
+        user, password = self.credentials[0]
+        return [("Authorization", "Basic " + base64.b64encode(user + b":" + password).decode())]
 
 
 class NoVerification(Verifier):

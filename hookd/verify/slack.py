@@ -1,0 +1,119 @@
+"""``v0`` schemes: ``v0=<hex HMAC-SHA256("v0:{ts}:{body}")>`` plus a timestamp header.
+
+Slack and Zoom share the construction (±300 s, integer seconds) and both send a handshake
+when an endpoint is registered, answered here only after the signature verified: Slack's
+``url_verification`` (echo the challenge) and Zoom's ``endpoint.url_validation`` (prove the
+secret by HMAC-ing a plain token).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import ClassVar
+
+import orjson
+
+from hookd.config import RouteConfig
+from hookd.verify.base import (
+    Rejected,
+    Request,
+    Verified,
+    Verifier,
+    check_timestamp,
+    decode_hex,
+    hmac_sha256,
+    matching_secret,
+    parse_int,
+    signature_header,
+    strip_prefix,
+)
+
+
+class V0Hmac(Verifier):
+    """``signature_header: v0=<hex>`` over ``v0:{timestamp_header}:{body}``."""
+
+    signature_header: ClassVar[bytes]
+    timestamp_header: ClassVar[bytes]
+    #: The body holds a handshake only if it contains this; cheap test before any parsing.
+    handshake_marker: ClassVar[bytes]
+    default_tolerance_s = 300.0
+
+    def __init__(self, route: RouteConfig) -> None:
+        super().__init__(route)
+        self._ts_what = f"{self.timestamp_header.decode()} header"
+
+    def verify(self, request: Request, now: float) -> Verified:
+        headers = request.headers
+        value = strip_prefix(signature_header(headers, self.signature_header), b"v0=")
+        candidate = decode_hex(value)
+        timestamp = signature_header(headers, self.timestamp_header)
+        check_timestamp(
+            parse_int(timestamp, self._ts_what), now, self.tolerance_s, reject_future=True
+        )
+        message = b"v0:" + timestamp + b":" + request.body
+        secret = matching_secret(hmac_sha256, self.secrets, message, (candidate,))
+        if secret is None:
+            raise Rejected("signature mismatch")
+        if self.handshake_marker in request.body:
+            reply = self._handshake(request.body, secret)
+            if reply is not None:
+                return Verified(reply=reply)
+        return Verified()
+
+    def _handshake(self, body: bytes, secret: bytes) -> bytes | None:
+        raise NotImplementedError
+
+    def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
+        timestamp = str(int(now))
+        message = b"v0:" + timestamp.encode() + b":" + body
+        return [
+            (self.signature_header.decode(), "v0=" + hmac_sha256(self.secrets[0], message).hex()),
+            (self.timestamp_header.decode(), timestamp),
+        ]
+
+
+def _object(body: bytes) -> dict[str, object] | None:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+class Slack(V0Hmac):
+    """Slack: ``X-Slack-Signature`` / ``X-Slack-Request-Timestamp``; the signing secret is used
+    as UTF-8 text, not decoded."""
+
+    scheme = "slack"
+    signature_header = b"x-slack-signature"
+    timestamp_header = b"x-slack-request-timestamp"
+    handshake_marker = b"url_verification"
+
+    def _handshake(self, body: bytes, secret: bytes) -> bytes | None:
+        document = _object(body)
+        if document is None or document.get("type") != "url_verification":
+            return None
+        challenge = document.get("challenge")
+        if not isinstance(challenge, str):
+            raise Rejected("malformed url_verification: no challenge")
+        return orjson.dumps({"challenge": challenge})
+
+
+class Zoom(V0Hmac):
+    """Zoom: ``x-zm-signature`` / ``x-zm-request-timestamp`` with the app's secret token."""
+
+    scheme = "zoom"
+    signature_header = b"x-zm-signature"
+    timestamp_header = b"x-zm-request-timestamp"
+    handshake_marker = b"endpoint.url_validation"
+
+    def _handshake(self, body: bytes, secret: bytes) -> bytes | None:
+        document = _object(body)
+        if document is None or document.get("event") != "endpoint.url_validation":
+            return None
+        payload = document.get("payload")
+        token = payload.get("plainToken") if isinstance(payload, dict) else None
+        if not isinstance(token, str):
+            raise Rejected("malformed endpoint.url_validation: no plainToken")
+        encrypted = hmac.digest(secret, token.encode(), "sha256").hex()
+        return orjson.dumps({"plainToken": token, "encryptedToken": encrypted})

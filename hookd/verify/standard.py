@@ -1,0 +1,101 @@
+"""Standard Webhooks (https://www.standardwebhooks.com), as sent by Svix and many others.
+
+``webhook-signature: v1,<base64> [v1,<base64> …]`` over ``{id}.{timestamp}.{body}`` with the
+base64-decoded part of the ``whsec_…`` secret. Svix sends the same headers as ``svix-*``; like
+the svix SDK, a ``svix-*`` header wins over its ``webhook-*`` twin. Entries of other versions
+(e.g. the asymmetric ``v1a``) are ignored, not verified and not a fallback.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+
+from hookd.config import RouteConfig
+from hookd.verify.base import (
+    Headers,
+    Rejected,
+    Request,
+    SchemeConfigError,
+    Verified,
+    Verifier,
+    any_digest_matches,
+    base64_candidates,
+    check_timestamp,
+    hmac_sha256,
+    optional_signature_header,
+    parse_int,
+)
+
+_SECRET_PREFIX = "whsec_"
+
+
+def decode_secret(secret: str) -> bytes:
+    """``whsec_<base64>`` (or bare base64, padding optional) → key bytes; as the SDKs do."""
+    raw = secret.removeprefix(_SECRET_PREFIX)
+    raw += "=" * (-len(raw) % 4)
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise SchemeConfigError(
+            "secrets", "standard-webhooks secrets are base64, optionally prefixed whsec_"
+        ) from None
+    if not key:
+        raise SchemeConfigError("secrets", "standard-webhooks secret is empty")
+    return key
+
+
+def _header(headers: Headers, svix: bytes, standard: bytes) -> bytes:
+    value = optional_signature_header(headers, svix)
+    if value is None:
+        value = optional_signature_header(headers, standard)
+    if not value:
+        raise Rejected(f"missing {standard.decode()} header")
+    return value
+
+
+class StandardWebhooks(Verifier):
+    """Standard Webhooks / Svix: two-sided timestamp tolerance (300 s), integer seconds."""
+
+    scheme = "standard-webhooks"
+    default_tolerance_s = 300.0
+
+    def __init__(self, route: RouteConfig) -> None:
+        super().__init__(route)
+        self.secrets = tuple(decode_secret(s) for s in route.secrets)
+
+    def verify(self, request: Request, now: float) -> Verified:
+        headers = request.headers
+        msg_id = _header(headers, b"svix-id", b"webhook-id")
+        timestamp = _header(headers, b"svix-timestamp", b"webhook-timestamp")
+        signatures = _header(headers, b"svix-signature", b"webhook-signature")
+        check_timestamp(
+            parse_int(timestamp, "webhook-timestamp header"),
+            now,
+            self.tolerance_s,
+            reject_future=True,
+        )
+        v1 = []
+        for entry in signatures.split(b" "):
+            version, sep, signature = entry.partition(b",")
+            if sep and version == b"v1":
+                v1.append(signature)
+        candidates = base64_candidates(v1)
+        if not candidates:
+            raise Rejected("malformed webhook-signature header: no v1 signature")
+        message = b"%s.%s.%s" % (msg_id, timestamp, request.body)
+        if not any_digest_matches(hmac_sha256, self.secrets, message, candidates):
+            raise Rejected("signature mismatch")
+        return Verified(delivery_id=msg_id)
+
+    def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
+        msg_id = f"msg_{uuid.uuid4().hex}"
+        timestamp = str(int(now))
+        message = f"{msg_id}.{timestamp}.".encode() + body
+        signature = base64.b64encode(hmac_sha256(self.secrets[0], message)).decode()
+        return [
+            ("webhook-id", msg_id),
+            ("webhook-timestamp", timestamp),
+            ("webhook-signature", f"v1,{signature}"),
+        ]

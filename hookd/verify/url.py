@@ -1,0 +1,220 @@
+"""Schemes that sign the URL the provider called: Twilio, HubSpot (v3), Square.
+
+Behind a proxy the URL hookd sees differs from the one the provider was given, so the route
+names it in ``public_url`` (no query string); the query string hookd received is appended
+(``?a=1``) before signing, as the provider signed the full URL it called.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from typing import ClassVar
+from urllib.parse import parse_qsl, urlsplit
+
+from hookd.config import RouteConfig
+from hookd.verify.base import (
+    DIGESTS,
+    Digest,
+    Rejected,
+    Request,
+    SchemeConfigError,
+    Verified,
+    Verifier,
+    any_digest_matches,
+    check_timestamp,
+    decode_base64,
+    hmac_sha256,
+    parse_int,
+    signature_header,
+)
+
+
+def parse_public_url(route: RouteConfig, scheme: str) -> str:
+    """Validate ``public_url``: an absolute http(s) URL with a host and no query/fragment."""
+    url = route.public_url
+    if not url:
+        raise SchemeConfigError("public_url", f'scheme "{scheme}" needs the URL the provider calls')
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise SchemeConfigError("public_url", f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SchemeConfigError("public_url", "must be an absolute http:// or https:// URL")
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise SchemeConfigError("public_url", "must not hold a query string or fragment")
+    if not url.isascii():
+        raise SchemeConfigError("public_url", "must be ASCII (percent-encode it)")
+    return url
+
+
+def with_query(url: bytes, request_target: bytes) -> bytes:
+    _, sep, query = request_target.partition(b"?")
+    return url + b"?" + query if sep else url
+
+
+class UrlHmac(Verifier):
+    """Common part: a ``public_url`` option, precomputed as bytes."""
+
+    options = frozenset({"public_url"})
+
+    def __init__(self, route: RouteConfig) -> None:
+        super().__init__(route)
+        self.public_url = parse_public_url(route, self.scheme).encode("ascii")
+
+
+# -- Twilio -------------------------------------------------------------------------------
+
+_TWILIO_ALGORITHMS: dict[bytes, Digest] = {
+    b"HMAC_SHA1": DIGESTS["sha1"],
+    b"HMAC_SHA256": DIGESTS["sha256"],
+}
+_BODY_SHA256 = b"bodySHA256="
+
+
+def _port_variants(url: str) -> tuple[bytes, ...]:
+    """The URL with and without its port: Twilio signs either (twilio-python tries both)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.port is not None:
+        other = netloc[: netloc.rfind(":")]
+    else:
+        other = f"{netloc}:{443 if parts.scheme == 'https' else 80}"
+    return (url.encode(), parts._replace(netloc=other).geturl().encode())
+
+
+class Twilio(UrlHmac):
+    """Twilio: ``X-Twilio-Signature`` = base64 HMAC-SHA1 of the URL + sorted form parameters.
+
+    Form bodies: each name (sorted) followed by each of its distinct values (sorted). JSON
+    bodies: the URL carries ``bodySHA256=<hex sha256 of body>`` and only the URL is signed.
+    Requests signed with a SharedKey name ``algorithm=HMAC_SHA256`` in
+    ``X-Twilio-Webhooks-Signature-Settings`` (twilio-python >= 9.9)."""
+
+    scheme = "twilio"
+    header: ClassVar[bytes] = b"x-twilio-signature"
+    settings_header: ClassVar[bytes] = b"x-twilio-webhooks-signature-settings"
+
+    def __init__(self, route: RouteConfig) -> None:
+        super().__init__(route)
+        self._urls = _port_variants(self.public_url.decode())
+
+    def verify(self, request: Request, now: float) -> Verified:
+        headers = request.headers
+        candidate = decode_base64(signature_header(headers, self.header))
+        digest = self._algorithm(request)
+        _, sep, query = request.target.partition(b"?")
+        suffix = _signed_params(query, request.body)
+        tail = (b"?" + query if sep else b"") + suffix
+        for url in self._urls:
+            if any_digest_matches(digest, self.secrets, url + tail, (candidate,)):
+                return Verified(delivery_id=headers.first(b"i-twilio-idempotency-token"))
+        raise Rejected("signature mismatch")
+
+    def _algorithm(self, request: Request) -> Digest:
+        settings = request.headers.get(self.settings_header)
+        if settings is None:
+            return _TWILIO_ALGORITHMS[b"HMAC_SHA1"]
+        for part in settings.split(b","):
+            name, sep, value = part.partition(b"=")
+            if sep and name.strip() == b"algorithm" and value.strip():
+                digest = _TWILIO_ALGORITHMS.get(value.strip().upper())
+                if digest is None:
+                    raise Rejected("unsupported signature algorithm")
+                return digest
+        return _TWILIO_ALGORITHMS[b"HMAC_SHA1"]
+
+    def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
+        query = target.partition(b"?")[2]
+        message = with_query(self.public_url, target) + _signed_params(query, body)
+        signature = base64.b64encode(DIGESTS["sha1"](self.secrets[0], message)).decode()
+        return [("X-Twilio-Signature", signature)]
+
+
+def _signed_params(query: bytes, body: bytes) -> bytes:
+    """What Twilio appends to the URL: nothing for JSON bodies (after checking bodySHA256),
+    else the form parameters, names and distinct values sorted."""
+    if _BODY_SHA256 in query:
+        sent = _query_value(query, "bodySHA256")
+        if sent is not None:
+            actual = hashlib.sha256(body).hexdigest()
+            if not hmac.compare_digest(actual.encode(), sent.encode("utf-8", "replace")):
+                raise Rejected("bodySHA256 mismatch")
+            return b""
+    if not body:
+        return b""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeError:
+        raise Rejected("malformed form body: not UTF-8") from None
+    # errors="replace" as werkzeug/Django decode forms for twilio-python's validate().
+    values: dict[str, set[str]] = {}
+    for name, value in parse_qsl(text, keep_blank_values=True, errors="replace"):
+        values.setdefault(name, set()).add(value)
+    signed = "".join(name + value for name in sorted(values) for value in sorted(values[name]))
+    return signed.encode()
+
+
+def _query_value(query: bytes, name: str) -> str | None:
+    try:
+        for key, value in parse_qsl(query.decode("ascii"), keep_blank_values=True):
+            if key == name:
+                return value
+    except (UnicodeError, ValueError):
+        raise Rejected("malformed query string") from None
+    return None
+
+
+# -- HubSpot, Square -----------------------------------------------------------------------
+
+
+class HubSpot(UrlHmac):
+    """HubSpot v3: base64 HMAC-SHA256 of ``{method}{url}{body}{timestamp}``, timestamp in ms.
+
+    Older than 300 s is refused; a future timestamp is not (hubspot-api-python)."""
+
+    scheme = "hubspot"
+    default_tolerance_s = 300.0
+
+    def verify(self, request: Request, now: float) -> Verified:
+        headers = request.headers
+        candidate = decode_base64(signature_header(headers, b"x-hubspot-signature-v3"))
+        timestamp = signature_header(headers, b"x-hubspot-request-timestamp")
+        sent_ms = parse_int(timestamp, "x-hubspot-request-timestamp header")
+        check_timestamp(sent_ms / 1000, now, self.tolerance_s, reject_future=False)
+        url = with_query(self.public_url, request.target)
+        message = request.method + url + request.body + timestamp
+        if not any_digest_matches(hmac_sha256, self.secrets, message, (candidate,)):
+            raise Rejected("signature mismatch")
+        return Verified()
+
+    def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
+        timestamp = str(int(now * 1000)).encode()
+        message = b"POST" + with_query(self.public_url, target) + body + timestamp
+        signature = base64.b64encode(hmac_sha256(self.secrets[0], message)).decode()
+        return [
+            ("X-HubSpot-Signature-v3", signature),
+            ("X-HubSpot-Request-Timestamp", timestamp.decode()),
+        ]
+
+
+class Square(UrlHmac):
+    """Square: ``x-square-hmacsha256-signature`` = base64 HMAC-SHA256 of ``{url}{body}``."""
+
+    scheme = "square"
+
+    def verify(self, request: Request, now: float) -> Verified:
+        candidate = decode_base64(
+            signature_header(request.headers, b"x-square-hmacsha256-signature")
+        )
+        message = with_query(self.public_url, request.target) + request.body
+        if not any_digest_matches(hmac_sha256, self.secrets, message, (candidate,)):
+            raise Rejected("signature mismatch")
+        return Verified()
+
+    def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
+        message = with_query(self.public_url, target) + body
+        signature = base64.b64encode(hmac_sha256(self.secrets[0], message)).decode()
+        return [("x-square-hmacsha256-signature", signature)]
