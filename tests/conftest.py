@@ -41,7 +41,9 @@ def toml_value(value: Any) -> str:
     return repr(value)
 
 
-def render_config(server: dict[str, Any], kafka: dict[str, Any], routes: list[dict[str, Any]]) -> str:
+def render_config(
+    server: dict[str, Any], kafka: dict[str, Any], routes: list[dict[str, Any]]
+) -> str:
     lines = ["[server]", *(f"{k} = {toml_value(v)}" for k, v in server.items())]
     lines += ["", "[kafka]", *(f"{k} = {toml_value(v)}" for k, v in kafka.items())]
     for route in routes:
@@ -178,12 +180,14 @@ def read_topic(broker_address: str, topic: str, expected: int, timeout: float = 
     read with assign() from offset 0, since the embedded broker's watermarks are unreliable."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({
-        "bootstrap.servers": broker_address,
-        "group.id": f"test-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker_address,
+            "group.id": f"test-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     records: list[Any] = []
     try:
         consumer.assign([TopicPartition(topic, 0, 0)])

@@ -22,7 +22,9 @@ def segment_signature(secret: bytes, body: bytes) -> bytes:
 def segment_request(path: str, body: bytes, secret: bytes, *, extra: bytes = b"") -> bytes:
     return (
         f"POST {path} HTTP/1.1\r\nHost: hookd\r\nContent-Type: application/json\r\n".encode()
-        + b"X-Signature: " + segment_signature(secret, body) + b"\r\n"
+        + b"X-Signature: "
+        + segment_signature(secret, body)
+        + b"\r\n"
         + extra
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body

@@ -4,7 +4,7 @@ The protocol reads one request at a time. While a request waits for its Kafka ac
 paused, so pipelined requests stay in h11's buffer and are answered in order. Limits h11 does
 not enforce itself are checked here against the raw head: its total size (a complete head in
 one read passes h11's own bound), duplicate or list-valued Content-Length, Content-Length with
-Transfer-Encoding, and bare-LF line endings.
+Transfer-Encoding, obs-fold continuation lines and bare-LF line endings.
 """
 
 from __future__ import annotations
@@ -288,6 +288,8 @@ class HttpProtocol(asyncio.Protocol):
             return responses.HEADERS_TOO_LARGE
         if end == -1 or head.count(b"\n") != head.count(b"\r\n"):
             return responses.error(400, "malformed request: bare LF line ending", close=True)
+        if b"\r\n " in head or b"\r\n\t" in head:
+            return responses.error(400, "malformed request: obs-fold header line", close=True)
         lowered = head.lower()
         lengths = lowered.count(b"\ncontent-length:")
         if lengths > 1:

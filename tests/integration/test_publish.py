@@ -95,7 +95,9 @@ def test_chunked_body_is_published_dechunked(broker, start_hookd):
     chunks = [body[:7], body[7:4000], body[4000:]]
     raw = (
         b"POST /segment HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-        b"X-Signature: " + segment_signature(SECRET, body) + b"\r\n\r\n"
+        b"X-Signature: "
+        + segment_signature(SECRET, body)
+        + b"\r\n\r\n"
         + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks)
         + b"0\r\n\r\n"
     )
@@ -125,9 +127,20 @@ def test_sign_prints_a_curl_the_route_accepts(broker, start_hookd):
     topic = unique_topic()
     hookd = start_hookd([segment_route(topic)])
     curl = subprocess.run(
-        [sys.executable, "-m", "hookd.cli", "sign", "--config", str(hookd.config_path),
-         "--route", "/segment"],
-        check=True, capture_output=True, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "hookd.cli",
+            "sign",
+            "--config",
+            str(hookd.config_path),
+            "--route",
+            "/segment",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     ).stdout.strip()
     assert curl.startswith("curl ")
     out = subprocess.run(shlex.split(curl), capture_output=True, text=True, check=True).stdout
