@@ -10,7 +10,7 @@ import time
 
 import pytest
 from conftest import read_topic, unique_topic
-from http_client import Client, request, segment_request, segment_signature
+from http_client import Client, request, segment_request
 
 SECRET = b"edge"
 MAX_BODY = 1000
@@ -146,8 +146,8 @@ def test_huge_target_414(hookd):
     [
         (
             "content-length and transfer-encoding",
-            b"POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"0\r\n\r\n",
+            b"POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         ),
         (
             "duplicate content-length",
@@ -161,7 +161,8 @@ def test_huge_target_414(hookd):
         ("signed content-length", b"POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: +2\r\n\r\n{}"),
         (
             "bad chunk size",
-            b"POST /in HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+            b"POST /in HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"zz\r\n{}\r\n0\r\n\r\n",
         ),
         (
             "obs-fold",
