@@ -162,10 +162,10 @@ def test_standard_webhooks_only_v1_entries_count() -> None:
     good = base64.b64encode(hmac.digest(b"k" * 24, msg, "sha256")).decode()
     v = verifier("standard-webhooks", secrets=[secret])
     base = [("webhook-id", "msg_1"), ("webhook-timestamp", str(int(NOW)))]
-    ok = base + [("webhook-signature", f"v2,{good}  garbage v1,!!! v1,{good}")]
+    ok = [*base, ("webhook-signature", f"v2,{good}  garbage v1,!!! v1,{good}")]
     assert v.verify(request(ok, body=BODY), NOW).delivery_id == b"msg_1"
     with pytest.raises(Rejected, match="no v1"):
-        v.verify(request(base + [("webhook-signature", f"v1a,{good}")], body=BODY), NOW)
+        v.verify(request([*base, ("webhook-signature", f"v1a,{good}")], body=BODY), NOW)
 
 
 def test_standard_webhooks_unpadded_and_bare_secrets() -> None:
