@@ -433,13 +433,22 @@ class Spool:
                     group_bytes += op.size
             ops = [op for op in group if not isinstance(op, _Stop)]
             if ops:
-                self._process(ops)
+                try:
+                    outcomes, released = self._process(ops)
+                except BaseException as exc:
+                    # A bug, not an SQLite error (those are caught per group): fail this
+                    # group's futures so no request hangs; _run then fails everything queued.
+                    released = sum(op.size for op in ops if isinstance(op, _Append))
+                    failed = [(op.future, None, exc) for op in ops if not isinstance(op, _Stop)]
+                    self._post(self._resolve, failed, self._w_stats, released)
+                    raise
+                self._post(self._resolve, outcomes, self._w_stats, released)
             if len(ops) != len(group):
                 return
 
-    def _process(self, ops: list[_Op]) -> None:
-        """One group: all writes in one transaction (one fsync), then the reads, then one
-        callback to the loop with every outcome."""
+    def _process(self, ops: list[_Op]) -> tuple[list[_Outcome], int]:
+        """One group: all writes in one transaction (one fsync), then the reads. Returns every
+        outcome (for one callback to the loop) and the bytes of the appends it settled."""
         appends = [op for op in ops if isinstance(op, _Append)]
         deletes = [op for op in ops if isinstance(op, _Delete)]
         reads = [op for op in ops if isinstance(op, _Oldest)]
@@ -457,7 +466,7 @@ class Spool:
                 outcomes.append((read.future, self._read(read.limit), None))
             except Exception as exc:
                 outcomes.append((read.future, None, exc))
-        self._post(self._resolve, outcomes, self._w_stats, sum(op.size for op in appends))
+        return outcomes, sum(op.size for op in appends)
 
     def _write(self, appends: list[_Append], deletes: list[_Delete]) -> None:
         conn = self._conn
