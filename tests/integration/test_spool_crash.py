@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hookd.publish.spool import Spool
+from hookd.publish.spool import Spool, SpoolLocked
 from hookd.record import Record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHILD = r"""
 import asyncio, os, sys
 from pathlib import Path
-from hookd.publish.spool import Spool
+from hookd.publish.spool import Spool, SpoolLocked
 from hookd.record import Record
 
 def record(i):
@@ -140,3 +140,48 @@ def test_every_returned_append_survives_sigkill(tmp_path: Path) -> None:
     for _, rec in rows:
         assert rec == expected(int(rec.key or b"-1"))
     assert size_bytes > 0
+
+
+HOLDER = r"""
+import asyncio, os, sys
+from pathlib import Path
+from hookd.publish.spool import Spool, SpoolLocked
+
+async def main():
+    spool = await Spool.open(Path(sys.argv[1]), 1 << 20)
+    os.write(1, b"open\n")
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(60)
+def test_another_process_is_refused_while_one_holds_the_spool(tmp_path: Path) -> None:
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    spool_dir = tmp_path / "spool"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(spool_dir)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        readable, _, _ = select.select([proc.stdout], [], [], 30)
+        assert readable and proc.stdout.readline() == b"open\n"
+
+        async def try_open() -> None:
+            spool = await Spool.open(spool_dir, 1 << 20)
+            await spool.close()
+
+        with pytest.raises(SpoolLocked, match=f"pid {proc.pid}"):
+            asyncio.run(try_open())
+        proc.kill()
+        proc.wait(timeout=30)
+        asyncio.run(try_open())  # the kernel dropped the dead holder's lock
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)

@@ -389,3 +389,35 @@ def test_any_records_round_trip_through_the_file(
             await spool.close()
 
     assert run(scenario) == records
+
+
+def test_a_cancelled_append_is_still_committed_and_accounted(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        spool = await Spool.open(tmp_path, BIG)
+        try:
+            task = asyncio.create_task(spool.append(record(0)))
+            await asyncio.sleep(0)  # queued
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await spool.append(record(1))
+            # At-least-once: the cancelled request was not answered, but its record is kept.
+            assert [rec for _, rec in await everything(spool)] == [record(0), record(1)]
+            assert spool._pending_bytes == 0
+        finally:
+            await spool.close()
+
+    run(scenario)
+
+
+def test_a_cancelled_open_releases_the_lock(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        opening = asyncio.create_task(Spool.open(tmp_path, BIG))
+        await asyncio.sleep(0)
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        spool = await Spool.open(tmp_path, BIG)
+        await spool.close()
+
+    run(scenario)
