@@ -11,7 +11,9 @@ import socket
 import time
 
 import uvloop
+from confluent_kafka import KafkaException
 from quixstreams import Application
+from quixstreams.models.topics.admin import TopicAdmin
 
 from hookd.admin import AdminProtocol
 from hookd.config import Config, HostPort
@@ -166,6 +168,14 @@ def serve(config: Config) -> None:
     """Build everything that can fail before the loop runs, then serve until a signal."""
     routes = build_routes(config)
     app = kafka_application(config)
+    connect_timeout = config.kafka.connect_timeout_s
+    try:
+        TopicAdmin(app.config.broker_address).list_topics(timeout=connect_timeout)
+    except KafkaException as exc:
+        raise StartupError(
+            f"broker not reachable within {connect_timeout:g}s (kafka.connect_timeout_s): "
+            f"{exc.args[0].str() if exc.args else exc}"
+        ) from None
     try:
         routes = resolve_topics(app, routes)
     except Exception as exc:  # quixstreams raises assorted types for an unreachable broker

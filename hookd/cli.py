@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shlex
@@ -31,11 +32,17 @@ def _load(args: argparse.Namespace) -> tuple[Config, RouteTable]:
     return config, build_routes(config)
 
 
+def _silence_dependency_warning() -> None:
+    """authlib (through quixstreams) warns about its own httpx import on every start, with an
+    "always" filter installed when its module loads; ours goes in front of it."""
+    with contextlib.suppress(ImportError):
+        import authlib.deprecate  # noqa: F401
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    with warnings.catch_warnings():
-        # A dependency of quixstreams warns about its own dependencies on every import.
-        warnings.simplefilter("ignore")
-        from hookd.app import StartupError, serve  # heavy imports only when serving
+    _silence_dependency_warning()
+    from hookd.app import StartupError, serve  # heavy imports only when serving
 
     config = load(_config_path(args.config)).with_overrides(
         listen=args.listen, workers=args.workers, broker=args.broker

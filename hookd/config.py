@@ -95,6 +95,7 @@ class ServerConfig(_Model):
 class KafkaConfig(_Model):
     broker_address: str | None = None
     ack_timeout_s: PositiveFloat = 8
+    connect_timeout_s: PositiveFloat = 30
     linger_ms: Annotated[float, Field(ge=0)] = 2
     extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
 

@@ -1,0 +1,196 @@
+"""Config loading: expansion, defaults, and one named problem per mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hookd.cli import main
+from hookd.config import ConfigError, load, parse_host_port, validate
+
+ROUTE = {"path": "/gh", "topic": "t", "verify": "github", "secrets": ["s"]}
+
+
+def problems(raw: dict, env: dict | None = None, base: Path = Path()) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        validate(raw, env or {}, base)
+    return info.value.lines()
+
+
+def test_defaults_match_the_documented_contract():
+    config = validate({"routes": [ROUTE]}, {})
+    server = config.server
+    assert (server.listen, server.admin_listen, server.workers) == (
+        "0.0.0.0:8080",
+        "127.0.0.1:9090",
+        1,
+    )
+    assert (server.max_body_bytes, server.max_header_bytes, server.max_connections) == (
+        1_048_576,
+        16_384,
+        10_000,
+    )
+    assert (server.header_timeout_s, server.body_timeout_s, server.idle_timeout_s) == (10, 30, 75)
+    assert (config.kafka.ack_timeout_s, config.kafka.linger_ms) == (8, 2)
+    assert config.routes[0].ack == "kafka"
+
+
+def test_env_expansion_with_and_without_default():
+    raw = {
+        "kafka": {"broker_address": "${BROKER:-127.0.0.1:9092}"},
+        "routes": [{**ROUTE, "topic": "${TOPIC}", "secrets": ["${A}", "x${B:-b}y"]}],
+    }
+    config = validate(raw, {"TOPIC": "events", "A": "alpha"})
+    assert config.kafka.broker_address == "127.0.0.1:9092"
+    assert config.routes[0].topic == "events"
+    assert config.routes[0].secrets == ("alpha", "xby")
+
+
+def test_missing_variable_names_key_and_variable():
+    lines = problems({"routes": [{**ROUTE, "secrets": ["${GITHUB_SECRET}"]}]})
+    assert lines == [
+        "config error: routes[0].secrets[0]: environment variable ${GITHUB_SECRET} is not set"
+    ]
+
+
+def test_every_problem_reported_once_with_its_key_path():
+    raw = {
+        "server": {"listen": "nonsense", "bogus": 1, "max_body_bytes": 0},
+        "kafka": {"acks_timeout_s": 3},
+        "routes": [{**ROUTE, "ack": "maybe"}],
+    }
+    lines = problems(raw)
+    assert "config error: server.listen: expected HOST:PORT, got 'nonsense'" in lines
+    assert "config error: server.bogus: unknown key" in lines
+    assert "config error: kafka.acks_timeout_s: unknown key" in lines
+    assert any(line.startswith("config error: server.max_body_bytes: ") for line in lines)
+    assert any(line.startswith("config error: routes[0].ack: ") for line in lines)
+    assert len(lines) == 5
+
+
+def test_duplicate_paths():
+    lines = problems({"routes": [ROUTE, {**ROUTE, "topic": "other"}]})
+    assert lines == ["config error: routes[1].path: duplicate of routes[0]"]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("8080", "expected HOST:PORT"),
+        ("host:", "expected HOST:PORT"),
+        ("host:99999", "out of range"),
+        (":80", "expected HOST:PORT"),
+    ],
+)
+def test_bad_listen(value, reason):
+    [line] = problems({"server": {"listen": value}, "routes": [ROUTE]})
+    assert line.startswith("config error: server.listen: ") and reason in line
+
+
+def test_ipv6_listen():
+    address = parse_host_port("[::1]:8080")
+    assert (address.host, address.port, str(address)) == ("::1", 8080, "[::1]:8080")
+
+
+def test_route_path_and_key_rule_are_validated():
+    lines = problems({"routes": [{**ROUTE, "path": "gh", "key": "cookie:x"}]})
+    assert any(line.startswith("config error: routes[0].path: ") for line in lines)
+    assert any(line.startswith("config error: routes[0].key: ") for line in lines)
+
+
+def test_extra_producer_settings_cannot_weaken_the_guarantee():
+    [line] = problems(
+        {"kafka": {"extra": {"acks": "1", "compression.type": "lz4"}}, "routes": [ROUTE]}
+    )
+    assert line.startswith("config error: kafka.extra: acks cannot be set")
+
+
+def test_file_secrets_are_read_relative_to_the_config(tmp_path):
+    (tmp_path / "old").write_text("from-file\n")
+    config = validate({"routes": [{**ROUTE, "secrets": ["file:old", "plain"]}]}, {}, tmp_path)
+    assert config.routes[0].secrets == ("from-file", "plain")
+    [line] = problems({"routes": [{**ROUTE, "secrets": ["file:missing"]}]}, base=tmp_path)
+    assert line.startswith("config error: routes[0].secrets[0]: cannot read ")
+
+
+def test_invalid_toml_names_the_line(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[server]\nlisten = "127.0.0.1:1"\nworkers = = 2\n')
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    [line] = info.value.lines()
+    assert line.startswith(f"config error: {path}: invalid TOML: ")
+    assert "line 3" in line
+
+
+def test_a_config_without_kafka_section_is_valid(tmp_path):
+    path = tmp_path / "min.toml"
+    path.write_text('[[routes]]\npath = "/x"\ntopic = "t"\nverify = "none"\n')
+    config = load(path, env={})
+    assert config.kafka.broker({}) == "127.0.0.1:9092"
+    assert config.kafka.broker({"Quix__Sdk__Token": "sdk-abc"}) is None
+
+
+def test_overrides_are_validated():
+    config = validate({"routes": [ROUTE]}, {})
+    changed = config.with_overrides(listen="127.0.0.1:1234", workers=1, broker="b:9")
+    assert (changed.server.listen, changed.kafka.broker_address) == ("127.0.0.1:1234", "b:9")
+    assert changed.routes == config.routes
+    with pytest.raises(ConfigError) as info:
+        config.with_overrides(listen="nope")
+    assert info.value.lines()[0].startswith("config error: server.listen: ")
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "hookd.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_check_prints_routes_with_secrets_redacted(tmp_path, capsys):
+    path = write(
+        tmp_path,
+        '[[routes]]\npath = "/gh"\ntopic = "t"\nverify = "github"\n'
+        'secrets = ["very-secret-value", "other-secret"]\n',
+    )
+    assert main(["check", "--config", path]) == 0
+    out = capsys.readouterr().out
+    assert "route /gh -> topic t: verify=github secrets=[***, ***]" in out
+    assert "very-secret-value" not in out and "other-secret" not in out
+
+
+def test_check_exits_2_with_one_line_per_problem(tmp_path, capsys):
+    path = write(
+        tmp_path,
+        '[server]\nlisten = "x"\nunknown = 1\n'
+        '[[routes]]\npath = "/a"\ntopic = "t"\nverify = "nosuch"\n'
+        '[[routes]]\npath = "/b"\ntopic = "t"\nverify = "github"\n',
+    )
+    assert main(["check", "--config", path]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "config error: server.listen: expected HOST:PORT, got 'x'",
+        "config error: server.unknown: unknown key",
+    ]
+    path = write(
+        tmp_path,
+        '[[routes]]\npath = "/a"\ntopic = "t"\nverify = "nosuch"\n'
+        '[[routes]]\npath = "/b"\ntopic = "t"\nverify = "github"\n',
+    )
+    assert main(["check", "--config", path]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2
+    assert err[0].startswith('config error: routes[0].verify: unknown scheme "nosuch"')
+    assert err[1] == 'config error: routes[1].secrets: scheme "github" needs at least one secret'
+
+
+def test_check_warns_about_unverified_routes(tmp_path, capsys):
+    path = write(tmp_path, '[[routes]]\npath = "/open"\ntopic = "t"\nverify = "none"\n')
+    assert main(["check", "--config", path]) == 0
+    assert "WARNING: route /open accepts unsigned requests" in capsys.readouterr().err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["check", "--config", str(tmp_path / "nope.toml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
