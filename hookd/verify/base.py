@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from hookd.config import RouteConfig
 
@@ -152,15 +151,49 @@ _SCHEME_OPTIONS = frozenset(
 
 
 def hmac_sha1(key: bytes, message: bytes) -> bytes:
-    return hmac.digest(key, message, hashlib.sha1)
+    return hmac.digest(key, message, "sha1")
 
 
 def hmac_sha256(key: bytes, message: bytes) -> bytes:
-    return hmac.digest(key, message, hashlib.sha256)
+    return hmac.digest(key, message, "sha256")
 
 
 def hmac_sha512(key: bytes, message: bytes) -> bytes:
-    return hmac.digest(key, message, hashlib.sha512)
+    return hmac.digest(key, message, "sha512")
+
+
+Mac = Any  # hmac.HMAC (OpenSSL-backed); typeshed has no name for the C type
+
+
+def keyed_macs(secrets: Iterable[bytes], algorithm: str) -> tuple[Mac, ...]:
+    """One keyed HMAC state per secret, built once per route and copied per request.
+
+    Copying a keyed state skips OpenSSL's per-call digest fetch and key setup: about 40 %
+    of the cost of ``hmac.digest`` for a 1 KB body (see bench/verify_bench.py)."""
+    return tuple(hmac.new(secret, digestmod=algorithm) for secret in secrets)
+
+
+def mac_of(mac: Mac, message: bytes) -> bytes:
+    state = mac.copy()
+    state.update(message)
+    return state.digest()  # type: ignore[no-any-return]
+
+
+def matching_mac(macs: Sequence[Mac], message: bytes, candidates: Sequence[bytes]) -> int:
+    """Index of the secret whose HMAC of ``message`` equals some candidate, else -1.
+
+    Every candidate is compared in constant time; the index lets handshakes (Zoom) answer
+    with the secret that verified."""
+    for index, mac in enumerate(macs):
+        expected = mac_of(mac, message)
+        for candidate in candidates:
+            if hmac.compare_digest(expected, candidate):
+                return index
+    return -1
+
+
+def any_mac_matches(macs: Sequence[Mac], message: bytes, candidates: Sequence[bytes]) -> bool:
+    return matching_mac(macs, message, candidates) >= 0
 
 
 DIGESTS: dict[str, Digest] = {"sha1": hmac_sha1, "sha256": hmac_sha256, "sha512": hmac_sha512}
@@ -242,20 +275,6 @@ def optional_signature_header(headers: Headers, name: bytes) -> bytes | None:
     if headers.get(name) is None:
         return None
     return signature_header(headers, name)
-
-
-def matching_secret(
-    digest: Digest, secrets: Iterable[bytes], message: bytes, candidates: Sequence[bytes]
-) -> bytes | None:
-    """The secret whose HMAC of ``message`` equals some candidate, else ``None``.
-
-    For handshakes that must answer with the secret that verified (Zoom)."""
-    for secret in secrets:
-        expected = digest(secret, message)
-        for candidate in candidates:
-            if hmac.compare_digest(expected, candidate):
-                return secret
-    return None
 
 
 def hex_candidates(values: Iterable[bytes]) -> list[bytes]:

@@ -21,8 +21,9 @@ from hookd.verify.base import (
     SchemeConfigError,
     Verified,
     Verifier,
-    any_digest_matches,
+    any_mac_matches,
     check_timestamp,
+    keyed_macs,
     parse_int,
     signature_header,
     strip_prefix,
@@ -72,6 +73,7 @@ class Hmac(Verifier):
         self.encoding = route.encoding or "hex"
         self._digest = DIGESTS[self.algorithm]
         self._decode = DECODERS[self.encoding]
+        self._macs = keyed_macs(self.secrets, self.algorithm)
         prefix = route.prefix or ""
         if not prefix.isascii():
             raise SchemeConfigError("prefix", "must be ASCII")
@@ -103,7 +105,7 @@ class Hmac(Verifier):
         if self.id_header is not None:
             msg_id = signature_header(headers, self.id_header)
         message = self._message(request.body, ts, msg_id, request.method, request.target)
-        if not any_digest_matches(self._digest, self.secrets, message, (candidate,)):
+        if not any_mac_matches(self._macs, message, (candidate,)):
             raise Rejected("signature mismatch")
         return Verified(delivery_id=msg_id or None)
 

@@ -20,9 +20,10 @@ from hookd.verify.base import (
     Request,
     Verified,
     Verifier,
-    any_digest_matches,
+    any_mac_matches,
     check_timestamp,
     hex_candidates,
+    keyed_macs,
     optional_signature_header,
     parse_int,
     signature_header,
@@ -45,12 +46,13 @@ class BodyHmac(Verifier):
         # Resolved once per route: verify is on the hot path.
         self._digest: Digest = DIGESTS[self.algorithm]
         self._decode = DECODERS[self.encoding]
+        self._macs = keyed_macs(self.secrets, self.algorithm)
 
     def verify(self, request: Request, now: float) -> Verified:
         headers = request.headers
         value = strip_prefix(signature_header(headers, self.header), self.prefix)
         candidate = self._decode(value)
-        if not any_digest_matches(self._digest, self.secrets, request.body, (candidate,)):
+        if not any_mac_matches(self._macs, request.body, (candidate,)):
             raise Rejected("signature mismatch")
         return self._verified(request)
 
@@ -148,7 +150,7 @@ class PagerDuty(BodyHmac):
         candidates = hex_candidates(v1)
         if not candidates:
             raise Rejected("malformed x-pagerduty-signature header: no v1 signature")
-        if not any_digest_matches(self._digest, self.secrets, request.body, candidates):
+        if not any_mac_matches(self._macs, request.body, candidates):
             raise Rejected("signature mismatch")
         return Verified()
 
@@ -176,7 +178,7 @@ class Linear(BodyHmac):
         headers = request.headers
         candidate = self._decode(signature_header(headers, self.header))
         header_ts = optional_signature_header(headers, self.timestamp_header)
-        if not any_digest_matches(self._digest, self.secrets, request.body, (candidate,)):
+        if not any_mac_matches(self._macs, request.body, (candidate,)):
             raise Rejected("signature mismatch")
         sent_ms: list[int] = []
         if header_ts is not None:

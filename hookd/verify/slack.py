@@ -22,7 +22,8 @@ from hookd.verify.base import (
     check_timestamp,
     decode_hex,
     hmac_sha256,
-    matching_secret,
+    keyed_macs,
+    matching_mac,
     parse_int,
     signature_header,
     strip_prefix,
@@ -41,6 +42,7 @@ class V0Hmac(Verifier):
     def __init__(self, route: RouteConfig) -> None:
         super().__init__(route)
         self._ts_what = f"{self.timestamp_header.decode()} header"
+        self._macs = keyed_macs(self.secrets, "sha256")
 
     def verify(self, request: Request, now: float) -> Verified:
         headers = request.headers
@@ -51,11 +53,11 @@ class V0Hmac(Verifier):
             parse_int(timestamp, self._ts_what), now, self.tolerance_s, reject_future=True
         )
         message = b"v0:" + timestamp + b":" + request.body
-        secret = matching_secret(hmac_sha256, self.secrets, message, (candidate,))
-        if secret is None:
+        index = matching_mac(self._macs, message, (candidate,))
+        if index < 0:
             raise Rejected("signature mismatch")
         if self.handshake_marker in request.body:
-            reply = self._handshake(request.body, secret)
+            reply = self._handshake(request.body, self.secrets[index])
             if reply is not None:
                 return Verified(reply=reply)
         return Verified()

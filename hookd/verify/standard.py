@@ -20,10 +20,11 @@ from hookd.verify.base import (
     SchemeConfigError,
     Verified,
     Verifier,
-    any_digest_matches,
+    any_mac_matches,
     base64_candidates,
     check_timestamp,
     hmac_sha256,
+    keyed_macs,
     optional_signature_header,
     parse_int,
 )
@@ -64,6 +65,7 @@ class StandardWebhooks(Verifier):
     def __init__(self, route: RouteConfig) -> None:
         super().__init__(route)
         self.secrets = tuple(decode_secret(s) for s in route.secrets)
+        self._macs = keyed_macs(self.secrets, "sha256")
 
     def verify(self, request: Request, now: float) -> Verified:
         headers = request.headers
@@ -85,7 +87,7 @@ class StandardWebhooks(Verifier):
         if not candidates:
             raise Rejected("malformed webhook-signature header: no v1 signature")
         message = b"%s.%s.%s" % (msg_id, timestamp, request.body)
-        if not any_digest_matches(hmac_sha256, self.secrets, message, candidates):
+        if not any_mac_matches(self._macs, message, candidates):
             raise Rejected("signature mismatch")
         return Verified(delivery_id=msg_id)
 

@@ -18,11 +18,12 @@ from hookd.verify.base import (
     Request,
     Verified,
     Verifier,
-    any_digest_matches,
+    any_mac_matches,
     check_timestamp,
     hex_candidates,
     hmac_sha256,
     json_field,
+    keyed_macs,
     only_one,
     parse_int,
     parse_pairs,
@@ -47,6 +48,7 @@ class TimestampedHmac(Verifier):
     def __init__(self, route: RouteConfig) -> None:
         super().__init__(route)
         self._header_name = self.header.decode()
+        self._macs = keyed_macs(self.secrets, "sha256")
 
     def verify(self, request: Request, now: float) -> Verified:
         value = signature_header(request.headers, self.header)
@@ -60,7 +62,7 @@ class TimestampedHmac(Verifier):
             )
         check_timestamp(sent_at, now, self.tolerance_s, reject_future=False)
         message = timestamp + self.message_separator + request.body
-        if not any_digest_matches(hmac_sha256, self.secrets, message, candidates):
+        if not any_mac_matches(self._macs, message, candidates):
             raise Rejected("signature mismatch")
         if self.id_field is None:
             return Verified()

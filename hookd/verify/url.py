@@ -16,16 +16,16 @@ from urllib.parse import parse_qsl, urlsplit
 from hookd.config import RouteConfig
 from hookd.verify.base import (
     DIGESTS,
-    Digest,
     Rejected,
     Request,
     SchemeConfigError,
     Verified,
     Verifier,
-    any_digest_matches,
+    any_mac_matches,
     check_timestamp,
     decode_base64,
     hmac_sha256,
+    keyed_macs,
     parse_int,
     signature_header,
 )
@@ -63,14 +63,12 @@ class UrlHmac(Verifier):
     def __init__(self, route: RouteConfig) -> None:
         super().__init__(route)
         self.public_url = parse_public_url(route, self.scheme).encode("ascii")
+        self._sha256 = keyed_macs(self.secrets, "sha256")
 
 
 # -- Twilio -------------------------------------------------------------------------------
 
-_TWILIO_ALGORITHMS: dict[bytes, Digest] = {
-    b"HMAC_SHA1": DIGESTS["sha1"],
-    b"HMAC_SHA256": DIGESTS["sha256"],
-}
+_TWILIO_ALGORITHMS: dict[bytes, str] = {b"HMAC_SHA1": "sha1", b"HMAC_SHA256": "sha256"}
 _BODY_SHA256 = b"bodySHA256="
 
 
@@ -100,31 +98,35 @@ class Twilio(UrlHmac):
     def __init__(self, route: RouteConfig) -> None:
         super().__init__(route)
         self._urls = _port_variants(self.public_url.decode())
+        self._macs = {
+            name: keyed_macs(self.secrets, algorithm)
+            for name, algorithm in _TWILIO_ALGORITHMS.items()
+        }
 
     def verify(self, request: Request, now: float) -> Verified:
         headers = request.headers
         candidate = decode_base64(signature_header(headers, self.header))
-        digest = self._algorithm(request)
+        macs = self._macs[self._algorithm(request)]
         _, sep, query = request.target.partition(b"?")
         suffix = _signed_params(query, request.body)
         tail = (b"?" + query if sep else b"") + suffix
         for url in self._urls:
-            if any_digest_matches(digest, self.secrets, url + tail, (candidate,)):
+            if any_mac_matches(macs, url + tail, (candidate,)):
                 return Verified(delivery_id=headers.first(b"i-twilio-idempotency-token"))
         raise Rejected("signature mismatch")
 
-    def _algorithm(self, request: Request) -> Digest:
+    def _algorithm(self, request: Request) -> bytes:
         settings = request.headers.get(self.settings_header)
         if settings is None:
-            return _TWILIO_ALGORITHMS[b"HMAC_SHA1"]
+            return b"HMAC_SHA1"
         for part in settings.split(b","):
             name, sep, value = part.partition(b"=")
             if sep and name.strip() == b"algorithm" and value.strip():
-                digest = _TWILIO_ALGORITHMS.get(value.strip().upper())
-                if digest is None:
+                algorithm = value.strip().upper()
+                if algorithm not in _TWILIO_ALGORITHMS:
                     raise Rejected("unsupported signature algorithm")
-                return digest
-        return _TWILIO_ALGORITHMS[b"HMAC_SHA1"]
+                return algorithm
+        return b"HMAC_SHA1"
 
     def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
         query = target.partition(b"?")[2]
@@ -186,7 +188,7 @@ class HubSpot(UrlHmac):
         check_timestamp(sent_ms / 1000, now, self.tolerance_s, reject_future=False)
         url = with_query(self.public_url, request.target)
         message = request.method + url + request.body + timestamp
-        if not any_digest_matches(hmac_sha256, self.secrets, message, (candidate,)):
+        if not any_mac_matches(self._sha256, message, (candidate,)):
             raise Rejected("signature mismatch")
         return Verified()
 
@@ -210,7 +212,7 @@ class Square(UrlHmac):
             signature_header(request.headers, b"x-square-hmacsha256-signature")
         )
         message = with_query(self.public_url, request.target) + request.body
-        if not any_digest_matches(hmac_sha256, self.secrets, message, (candidate,)):
+        if not any_mac_matches(self._sha256, message, (candidate,)):
             raise Rejected("signature mismatch")
         return Verified()
 
