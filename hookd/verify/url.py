@@ -89,7 +89,7 @@ class Twilio(UrlHmac):
     Form bodies: each name (sorted) followed by each of its distinct values (sorted). JSON
     bodies: the URL carries ``bodySHA256=<hex sha256 of body>`` and only the URL is signed.
     Requests signed with a SharedKey name ``algorithm=HMAC_SHA256`` in
-    ``X-Twilio-Webhooks-Signature-Settings`` (twilio-python >= 9.9)."""
+    ``X-Twilio-Webhooks-Signature-Settings`` (as twilio-python 9.13 reads it)."""
 
     scheme = "twilio"
     header: ClassVar[bytes] = b"x-twilio-signature"
