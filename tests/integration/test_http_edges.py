@@ -9,8 +9,8 @@ import socket
 import time
 
 import pytest
-from conftest import read_topic, unique_topic
 from http_client import Client, request, segment_request
+from support import read_topic, unique_topic
 
 SECRET = b"edge"
 MAX_BODY = 1000

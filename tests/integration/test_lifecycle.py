@@ -10,8 +10,8 @@ import time
 
 import embedded_broker
 import pytest
-from conftest import ROOT, Launcher, http_get, read_topic, unique_topic
 from http_client import Client, request, segment_request
+from support import ROOT, Launcher, http_get, read_topic, unique_topic
 
 SECRET = b"life"
 

@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT, read_topic, unique_topic
 from http_client import Client, request, segment_request
+from support import ROOT, read_topic, unique_topic
 
 SECRET = b"s3cret"
 
@@ -150,7 +150,7 @@ def test_sign_prints_a_curl_the_route_accepts(broker, start_hookd):
 
 
 def test_admin_endpoints_only_on_admin_listener(broker, start_hookd):
-    from conftest import http_get
+    from support import http_get
 
     hookd = start_hookd([segment_route(unique_topic())])
     assert request(hookd.address, segment_request("/segment", b"{}", SECRET)).status == 200
