@@ -129,6 +129,8 @@ class RouteConfig(_Model):
     ack: Literal["kafka"] = "kafka"
     fallback: Literal["reject"] = "reject"
     max_body_bytes: PositiveInt | None = None
+    dedup_entries: Annotated[int, Field(ge=0)] = 10_000  # 0 turns redelivery dedup off
+    dedup_ttl_s: PositiveFloat = 86_400
     # Scheme options (see PROVIDERS.md); a scheme refuses the ones it does not read.
     header: str | None = None
     algorithm: Literal["sha1", "sha256", "sha512"] | None = None

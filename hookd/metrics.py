@@ -37,6 +37,7 @@ class Metrics:
         self.requests: Counter[tuple[str, int]] = Counter()
         self.verify_failures: Counter[tuple[str, str]] = Counter()
         self.delivery_failures: Counter[str] = Counter()
+        self.dedup_hits: Counter[str] = Counter()
         self.publish_latency = Histogram(LATENCY_BUCKETS)
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
 
@@ -45,6 +46,9 @@ class Metrics:
 
     def verify_failed(self, route: str, reason: str) -> None:
         self.verify_failures[route, reason] += 1
+
+    def dedup_hit(self, route: str) -> None:
+        self.dedup_hits[route] += 1
 
     def delivery_failed(self, reason: str) -> None:
         self.delivery_failures[reason] += 1
@@ -95,6 +99,13 @@ class Metrics:
                 (f'reason="{_escape(reason)}"', n)
                 for reason, n in sorted(self.delivery_failures.items())
             ],
+        )
+        _family(
+            lines,
+            "hookd_dedup_hits_total",
+            "counter",
+            "Redeliveries of an already published id, answered 2xx and not published.",
+            [(f'route="{_escape(route)}"', n) for route, n in sorted(self.dedup_hits.items())],
         )
         hist = self.publish_latency
         lines.append("# HELP hookd_publish_latency_seconds From hand-over to the broker's ack.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hookd.config import Config, ConfigError, RouteConfig
+from hookd.dedup import DedupWindow
 from hookd.record import KeyRule
 from hookd.verify import SCHEMES, SchemeConfigError, Verifier
 
@@ -20,6 +21,8 @@ class Route:
     verifier: Verifier
     key_rule: KeyRule
     max_body_bytes: int
+    #: Delivery ids already published; ``None`` when the route turned dedup off.
+    dedup: DedupWindow | None
     config: RouteConfig
 
 
@@ -61,6 +64,9 @@ def build_routes(config: Config) -> RouteTable:
                 verifier=verifier,
                 key_rule=KeyRule(route.key),
                 max_body_bytes=route.max_body_bytes or config.server.max_body_bytes,
+                dedup=DedupWindow(route.dedup_entries, route.dedup_ttl_s)
+                if route.dedup_entries
+                else None,
                 config=route,
             )
         )

@@ -71,6 +71,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._waiting: asyncio.Future[None] | None = None  # the publish we are waiting on
+        self._delivery_id: bytes | None = None  # of the request being published
 
     # -- asyncio callbacks ----------------------------------------------------------------
 
@@ -191,6 +192,15 @@ class HttpProtocol(asyncio.Protocol):
         if verified.reply is not None:
             self._respond(route.path, responses.canned(200, verified.reply))
             return
+        delivery_id = verified.delivery_id
+        if (
+            route.dedup is not None
+            and delivery_id is not None
+            and route.dedup.seen(delivery_id, time.monotonic())
+        ):
+            self._ctx.metrics.dedup_hit(route.path)
+            self._respond(route.path, responses.DUPLICATE)
+            return
         received_at_ms = time.time_ns() // 1_000_000
         record = build_record(
             topic=route.topic,
@@ -203,6 +213,7 @@ class HttpProtocol(asyncio.Protocol):
             source_ip=self._source_ip,
         )
         future = self._ctx.publisher.publish(record)
+        self._delivery_id = delivery_id
         if future.done():
             self._on_published(future)
             return
@@ -219,9 +230,11 @@ class HttpProtocol(asyncio.Protocol):
             self._waiting = None
             self._ctx.in_flight -= 1
             self._ctx.in_flight_bytes -= self._body_size
-        if self._transport is None:  # client gone; the record's fate does not change
-            return
         error = future.exception()
+        if error is None and route.dedup is not None and self._delivery_id is not None:
+            route.dedup.add(self._delivery_id, time.monotonic())
+        if self._transport is None:  # the client left; its record's fate is already decided
+            return
         if error is None:
             self._respond(route.path, responses.ACCEPTED)
         elif isinstance(error, PublishError):

@@ -57,6 +57,8 @@ def unavailable(reason: str, *, close: bool = False) -> Canned:
 
 
 ACCEPTED = canned(200, b'{"ok":true}\n')
+#: A redelivery of an id already published: acknowledged, not published again.
+DUPLICATE = canned(200, b'{"ok":true,"duplicate":true}\n')
 CONTINUE = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
 NOT_FOUND = error(404, "no route for this path", close=True)
 METHOD_NOT_ALLOWED = error(405, "method not allowed", close=True, headers=((b"allow", b"POST"),))
