@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import random
+import re
 import resource
 import secrets
 import shlex
@@ -230,19 +231,20 @@ def segment_body(rng: random.Random, size: int) -> bytes:
     def encoded() -> bytes:
         return json.dumps(event, separators=(",", ":")).encode()
 
-    while len(encoded()) < size - 200:
+    length = len(encoded())  # tracked incrementally: re-encoding per product is quadratic
+    while length < size - 200:
         price = round(rng.uniform(1, 200), 2)
-        props["products"].append(
-            {
-                "product_id": f"p{rng.randrange(10**6)}",
-                "sku": f"SKU-{rng.randrange(10**5):05d}",
-                "name": rng.choice(["Monopoly", "Uno", "Catan", "Chess set", "Go board"]),
-                "price": price,
-                "quantity": rng.randrange(1, 4),
-                "category": "Games",
-                "url": "https://shop.example.com/p",
-            }
-        )
+        product = {
+            "product_id": f"p{rng.randrange(10**6)}",
+            "sku": f"SKU-{rng.randrange(10**5):05d}",
+            "name": rng.choice(["Monopoly", "Uno", "Catan", "Chess set", "Go board"]),
+            "price": price,
+            "quantity": rng.randrange(1, 4),
+            "category": "Games",
+            "url": "https://shop.example.com/p",
+        }
+        props["products"].append(product)
+        length += len(json.dumps(product, separators=(",", ":"))) + 1
         props["total"] = round(props["total"] + price, 2)
     while len(encoded()) > size:
         props["products"].pop()
@@ -413,9 +415,11 @@ def broker(cpu: int, log: Path) -> Iterator[tuple[str, Managed]]:
                 raise RuntimeError(f"broker did not start:\n{proc.log_tail()}")
             time.sleep(0.05)
         address = f"127.0.0.1:{port}"
-        admin = AdminClient({"bootstrap.servers": address})
+        # log.connection.close: the broker closes idle clients; that is not news worth a line
+        admin = AdminClient({"bootstrap.servers": address, "log.connection.close": False})
         for future in admin.create_topics([NewTopic(TOPIC, 1, 1)]).values():
             future.result(15)
+        del admin  # destroyed now, not after the broker stops (it would log refused connects)
         yield address, proc
     finally:
         proc.stop()
@@ -436,7 +440,7 @@ def count_records(address: str, expected: int, patience_s: float) -> int:
             "group.id": f"bench-verify-{uuid.uuid4()}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
-            "logger": None,
+            "log.connection.close": False,
         }
     )
     consumer.assign([TopicPartition(TOPIC, 0, OFFSET_BEGINNING)])
@@ -560,6 +564,21 @@ def probe(port: int, secret: str, body: bytes) -> int | None:
 # --------------------------------------------------------------------------- one run
 
 
+def _first_error(log: str) -> str:
+    """The log's most telling line (a config error, an exception), for one-line summaries."""
+    lines = [x.strip() for x in log.splitlines() if x.strip()]
+    for line in lines:
+        if line.startswith("config error"):
+            return f" ({line})"
+    for line in reversed(lines):
+        if re.match(r"^[\w.]+(Error|Exception): ", line):
+            return f" ({line})"
+    for line in reversed(lines):
+        if "error" in line.lower():
+            return f" ({line})"
+    return ""
+
+
 class Skip(Exception):
     """The server could not be measured in this scenario; the message says why."""
 
@@ -582,7 +601,8 @@ def run_one(
         "size": scenario.size_name,
         "connection": scenario.connection,
         "status": "ok",
-        "flags": [],
+        "flags": [],  # problems: errors, lost records, a load side that limits the numbers
+        "notes": [],  # worth knowing, not a problem
     }
     with (
         tempfile.TemporaryDirectory(prefix=f"bench-{tag}-") as tmp,
@@ -597,18 +617,18 @@ def run_one(
         try:
             # startup: first TCP accept, then the first signed POST answered 2xx
             port_s = ready_s = None
-            probe_ok, last_status = 0, None
+            probe_ok, last_status, refusals = 0, None, 0
             deadline = time.monotonic() + args.ready_timeout
             while ready_s is None:
                 if not proc.alive():
                     raise Skip(
-                        f"exited with code {proc.proc.returncode} before answering:\n"
-                        f"{proc.log_tail()}"
+                        f"exited with code {proc.proc.returncode} before answering"
+                        f"{_first_error(proc.log_tail())}:\n{proc.log_tail()}"
                     )
                 if time.monotonic() > deadline:
                     raise Skip(
-                        f"no 2xx within {args.ready_timeout:g}s (last status {last_status}):\n"
-                        f"{proc.log_tail()}"
+                        f"no 2xx within {args.ready_timeout:g}s (last status {last_status})"
+                        f"{_first_error(proc.log_tail())}:\n{proc.log_tail()}"
                     )
                 if port_s is None:
                     if port_answers(ctx.port):
@@ -620,8 +640,15 @@ def run_one(
                 if last_status is not None and 200 <= last_status < 300:
                     ready_s = time.perf_counter() - proc.started
                     probe_ok += 1
-                else:
-                    time.sleep(0.05)
+                    continue
+                # 503 (or no answer) may mean "broker not ready yet"; 4xx/500 will not heal
+                refusals = refusals + 1 if last_status not in (None, 503) else 0
+                if refusals >= 20:
+                    raise Skip(
+                        f"answered {last_status} to {refusals} signed POSTs in a row"
+                        f"{_first_error(proc.log_tail())}:\n{proc.log_tail()}"
+                    )
+                time.sleep(0.05)
             result["startup"] = {"port_s": port_s, "ready_s": ready_s}
 
             wrk_args = (ctx.port, bodies, scenario, args)
@@ -662,8 +689,14 @@ def run_one(
         flags.append(
             f"only {consumed} records in Kafka for {answered_2xx} answers 2xx: LOST ACKED EVENTS"
         )
-    if result["median"]["load_cpu_pct"] > 90:
-        flags.append("load CPU >90% busy: wrk+broker may be the bottleneck")
+    load, busy = result["median"]["load_cpu_pct"], result["median"]["server_cpu_pct"]
+    if load > 90 and busy < 90:
+        flags.append(
+            f"load CPU {load:.0f}% busy while the server used {busy:.0f}%: req/s is limited by "
+            "wrk+broker, not the server (CPU us/req still holds)"
+        )
+    elif load > 90:
+        result["notes"].append(f"load CPU {load:.0f}% busy, server still CPU-bound ({busy:.0f}%)")
     return result
 
 
@@ -691,8 +724,8 @@ def versions() -> dict[str, str]:
         import confluent_kafka
 
         found["librdkafka"] = confluent_kafka.libversion()[0]
-    found["wrk"] = _first_line(["wrk", "-v"])
-    found["tansu"] = _first_line([str(tansu_binary()), "--version"])
+    found["wrk"] = _first_line(["wrk", "-v"]).split(" Copyright")[0].removeprefix("wrk ")
+    found["tansu"] = _first_line([str(tansu_binary()), "--version"]).removeprefix("tansu ")
     found["hookd git"] = _first_line(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
     return found
 
@@ -809,6 +842,10 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         lines += [f"- {r['label']}, {r['scenario']}: {'; '.join(r['flags'])}" for r in flagged]
     else:
         lines.append("None: every measured run answered only 2xx and every record landed.")
+    noted = [r for r in results if r.get("notes")]
+    if noted:
+        lines += ["", "## Notes", ""]
+        lines += [f"- {r['label']}, {r['scenario']}: {'; '.join(r['notes'])}" for r in noted]
     notes = [s for s in SERVERS if s.notes and s.name in {r["server"] for r in results}]
     if notes:
         lines += ["", "## Server notes", ""]
@@ -1047,6 +1084,8 @@ def _summary(r: dict[str, Any]) -> str:
     )
     if r["flags"]:
         text += "\n    FLAGS: " + "; ".join(r["flags"])
+    if r["notes"]:
+        text += "\n    notes: " + "; ".join(r["notes"])
     return text
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import threading
 import time
@@ -103,6 +104,9 @@ def create_app(settings: PeerSettings) -> Flask:
 
 def main() -> None:
     settings = parse_settings(__doc__.splitlines()[0])
+    # waitress logs "Task queue depth is N" whenever requests wait for a thread, which under
+    # benchmark load is every request: that stderr line would cost the peer CPU, not its work.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     serve(
         create_app(settings),
         host=settings.host,
