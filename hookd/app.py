@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 import uvloop
 from confluent_kafka import KafkaException
@@ -19,7 +20,9 @@ from hookd.admin import AdminProtocol
 from hookd.config import Config, HostPort
 from hookd.http.protocol import HttpProtocol, ServerContext
 from hookd.metrics import Metrics
+from hookd.publish.outbox import Outbox
 from hookd.publish.publisher import Publisher
+from hookd.publish.spool import Spool, SpoolError
 from hookd.routing import RouteTable, build_routes
 
 log = logging.getLogger("hookd")
@@ -79,40 +82,71 @@ def listen_socket(address: HostPort) -> socket.socket:
 
 
 class Hookd:
-    """One serving process: public listener, admin listener, publisher."""
+    """One serving process: public listener, admin listener, outbox (publisher and spool)."""
 
-    def __init__(self, config: Config, routes: RouteTable, app: Application) -> None:
+    def __init__(
+        self, config: Config, routes: RouteTable, outbox: Outbox, metrics: Metrics
+    ) -> None:
         self.config = config
-        self.metrics = Metrics()
-        self.publisher = Publisher(app.config.broker_address, producer_config(config), self.metrics)
-        self.context = ServerContext(config.server, routes, self.publisher, self.metrics)
+        self.metrics = metrics
+        self.outbox = outbox
+        self.publisher = outbox.publisher
+        self.context = ServerContext(config.server, routes, outbox, metrics)
         self._stopping = asyncio.Event()
         self._servers: list[asyncio.Server] = []
-        metrics = self.metrics
-        metrics.gauge(
-            "hookd_in_flight_requests",
-            "Requests waiting for their ack.",
-            lambda: self.context.in_flight,
-        )
-        metrics.gauge(
+        self._register_gauges()
+
+    @classmethod
+    async def open(cls, config: Config, routes: RouteTable, app: Application) -> Hookd:
+        metrics = Metrics()
+        publisher = Publisher(app.config.broker_address, producer_config(config), metrics)
+        spool = None
+        if config.spool is not None:
+            try:
+                spool = await Spool.open(Path(config.spool.path), config.spool.max_bytes)
+            except SpoolError as exc:
+                raise StartupError(f"cannot open the spool: {exc}") from None
+        return cls(config, routes, Outbox(publisher, spool), metrics)
+
+    def _register_gauges(self) -> None:
+        gauge, ctx, spool = self.metrics.gauge, self.context, self.outbox.spool
+        gauge("hookd_in_flight_requests", "Requests waiting to be durable.", lambda: ctx.in_flight)
+        gauge(
             "hookd_in_flight_bytes",
-            "Body bytes of requests waiting for their ack.",
-            lambda: self.context.in_flight_bytes,
+            "Body bytes of requests waiting to be durable.",
+            lambda: ctx.in_flight_bytes,
         )
-        metrics.gauge(
-            "hookd_connections", "Open client connections.", lambda: len(self.context.connections)
-        )
-        metrics.gauge(
+        gauge("hookd_connections", "Open client connections.", lambda: len(ctx.connections))
+        gauge(
             "hookd_broker_up",
             "1 when the broker answered recently.",
             lambda: 1 if self.publisher.ready else 0,
         )
+        if spool is not None:
+            gauge("hookd_spool_depth", "Records in the spool.", lambda: spool.depth)
+            gauge("hookd_spool_bytes", "Payload bytes in the spool.", lambda: spool.size_bytes)
+            gauge(
+                "hookd_spool_oldest_age_seconds",
+                "Age of the oldest spooled record (0 when empty).",
+                lambda: _age_s(spool.oldest_timestamp_ms),
+            )
 
     def not_ready(self) -> str | None:
+        """Why the load balancer should not send traffic here, or ``None``.
+
+        With a spool, a broker outage alone does not make hookd unready: it still answers 2xx
+        durably, and taking every replica out of rotation would turn the outage into lost
+        webhooks for senders that do not retry.
+        """
         if self.context.draining:
             return "draining"
-        if not self.publisher.ready:
+        if self.publisher.ready:
+            return None
+        spool = self.outbox.spool
+        if spool is None:
             return "broker not reachable"
+        if spool.size_bytes >= spool.max_bytes:
+            return "broker not reachable and spool full"
         return None
 
     async def run(self) -> None:
@@ -121,6 +155,7 @@ class Hookd:
         public = listen_socket(server.listen_address)
         admin = listen_socket(server.admin_address)
         self.publisher.start()
+        self.outbox.start()
         self._servers = [
             await loop.create_server(lambda: HttpProtocol(self.context), sock=public),
             await loop.create_server(
@@ -138,11 +173,8 @@ class Hookd:
         await self._stopping.wait()
         await self.drain()
 
-    def stop(self) -> None:
-        self._stopping.set()
-
     async def drain(self) -> None:
-        """Readiness off, stop accepting, answer everything in flight, flush, close."""
+        """Readiness off, stop accepting, answer everything in flight, hand the spool over."""
         started = time.monotonic()
         log.info("draining")
         ctx = self.context
@@ -154,14 +186,18 @@ class Hookd:
         deadline = started + self.config.kafka.ack_timeout_s + 2
         while any(conn.busy for conn in ctx.connections) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        left = await self.publisher.close(max(deadline - time.monotonic(), 0.5))
-        await asyncio.sleep(0)  # the last delivery reports answer their requests
+        left = await self.outbox.close(max(deadline - time.monotonic(), 0.5))
+        await asyncio.sleep(0)  # the last commits answer their requests
         for conn in list(ctx.connections):
             conn.shut_down()
         admin.close()
         log.info(
             "drained in %.2fs (%d records not acked in time)", time.monotonic() - started, left
         )
+
+
+def _age_s(timestamp_ms: int | None) -> float:
+    return 0.0 if timestamp_ms is None else max(time.time() - timestamp_ms / 1000, 0.0)
 
 
 def serve(config: Config) -> None:
@@ -182,6 +218,7 @@ def serve(config: Config) -> None:
         raise StartupError(f"cannot resolve topics on the broker: {exc}") from exc
 
     async def main() -> None:
-        await Hookd(config, routes, app).run()
+        hookd = await Hookd.open(config, routes, app)
+        await hookd.run()
 
     uvloop.run(main())

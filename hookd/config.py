@@ -73,6 +73,8 @@ class ServerConfig(_Model):
     max_body_bytes: PositiveInt = 1_048_576
     max_header_bytes: PositiveInt = 16_384
     max_connections: PositiveInt = 10_000
+    max_in_flight: PositiveInt = 10_000
+    max_in_flight_bytes: PositiveInt = 268_435_456
     header_timeout_s: PositiveFloat = 10
     body_timeout_s: PositiveFloat = 30
     idle_timeout_s: PositiveFloat = 75
@@ -119,6 +121,11 @@ class KafkaConfig(_Model):
         return self.broker_address or DEFAULT_BROKER
 
 
+class SpoolConfig(_Model):
+    path: Annotated[str, Field(min_length=1)]
+    max_bytes: PositiveInt = 1_073_741_824
+
+
 class RouteConfig(_Model):
     path: str
     topic: Annotated[str, Field(min_length=1)]
@@ -126,8 +133,9 @@ class RouteConfig(_Model):
     secrets: tuple[str, ...] = ()
     tolerance_s: Annotated[float, Field(ge=0)] | None = None
     key: str | None = None
-    ack: Literal["kafka"] = "kafka"
-    fallback: Literal["reject"] = "reject"
+    ack: Literal["kafka", "spool"] = "kafka"
+    #: When Kafka cannot ack: "spool" (default when [spool] is set) or "reject" (503).
+    fallback: Literal["spool", "reject"] | None = None
     max_body_bytes: PositiveInt | None = None
     dedup_entries: Annotated[int, Field(ge=0)] = 10_000  # 0 turns redelivery dedup off
     dedup_ttl_s: PositiveFloat = 86_400
@@ -170,6 +178,7 @@ class RouteConfig(_Model):
 class Config(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    spool: SpoolConfig | None = None
     routes: tuple[RouteConfig, ...] = ()
 
     def with_overrides(
@@ -191,7 +200,7 @@ class Config(_Model):
             settings = Config.model_validate({"server": server, "kafka": kafka})
         except ValidationError as exc:
             raise ConfigError([(_key_path(e["loc"]), _reason(e)) for e in exc.errors()]) from None
-        return settings.model_copy(update={"routes": self.routes})
+        return self.model_copy(update={"server": settings.server, "kafka": settings.kafka})
 
 
 def expand_env(
@@ -270,6 +279,13 @@ def validate(raw: dict[str, Any], env: Mapping[str, str], base: Path = Path()) -
         if route.path in seen:
             problems.append((f"routes[{i}].path", f"duplicate of routes[{seen[route.path]}]"))
         seen.setdefault(route.path, i)
+        if config.spool is None:
+            if route.ack == "spool":
+                problems.append((f"routes[{i}].ack", 'ack = "spool" needs a [spool] section'))
+            if route.fallback == "spool":
+                problems.append(
+                    (f"routes[{i}].fallback", 'fallback = "spool" needs a [spool] section')
+                )
     if problems:
         raise ConfigError(problems)
     return config

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from hookd.config import Config, ConfigError, RouteConfig
 from hookd.dedup import DedupWindow
 from hookd.record import KeyRule
 from hookd.verify import SCHEMES, SchemeConfigError, Verifier
+
+
+class AckMode(enum.Enum):
+    """What a 2xx waits for (see ``hookd.publish.outbox``)."""
+
+    KAFKA = "kafka"
+    KAFKA_OR_SPOOL = "kafka, spool on failure"
+    SPOOL = "spool"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +30,7 @@ class Route:
     verifier: Verifier
     key_rule: KeyRule
     max_body_bytes: int
+    ack_mode: AckMode
     #: Delivery ids already published; ``None`` when the route turned dedup off.
     dedup: DedupWindow | None
     config: RouteConfig
@@ -38,6 +48,14 @@ class RouteTable:
     def lookup(self, target: bytes) -> Route | None:
         path, _, _ = target.partition(b"?")
         return self._by_path.get(path)
+
+
+def ack_mode(route: RouteConfig, *, spool_configured: bool) -> AckMode:
+    """``ack`` and ``fallback`` as one mode; the fallback defaults to the spool when one exists."""
+    if route.ack == "spool":
+        return AckMode.SPOOL
+    fallback = route.fallback or ("spool" if spool_configured else "reject")
+    return AckMode.KAFKA_OR_SPOOL if fallback == "spool" else AckMode.KAFKA
 
 
 def build_routes(config: Config) -> RouteTable:
@@ -64,6 +82,7 @@ def build_routes(config: Config) -> RouteTable:
                 verifier=verifier,
                 key_rule=KeyRule(route.key),
                 max_body_bytes=route.max_body_bytes or config.server.max_body_bytes,
+                ack_mode=ack_mode(route, spool_configured=config.spool is not None),
                 dedup=DedupWindow(route.dedup_entries, route.dedup_ttl_s)
                 if route.dedup_entries
                 else None,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import embedded_broker
+from http_client import Client, segment_request
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,10 +37,15 @@ def toml_value(value: Any) -> str:
 
 
 def render_config(
-    server: dict[str, Any], kafka: dict[str, Any], routes: list[dict[str, Any]]
+    server: dict[str, Any],
+    kafka: dict[str, Any],
+    routes: list[dict[str, Any]],
+    spool: dict[str, Any] | None = None,
 ) -> str:
     lines = ["[server]", *(f"{k} = {toml_value(v)}" for k, v in server.items())]
     lines += ["", "[kafka]", *(f"{k} = {toml_value(v)}" for k, v in kafka.items())]
+    if spool is not None:
+        lines += ["", "[spool]", *(f"{k} = {toml_value(v)}" for k, v in spool.items())]
     for route in routes:
         lines += ["", "[[routes]]", *(f"{k} = {toml_value(v)}" for k, v in route.items())]
     return "\n".join(lines) + "\n"
@@ -119,6 +127,7 @@ class Launcher:
         broker_address: str | None = None,
         ready: bool = True,
         env: dict[str, str] | None = None,
+        spool: dict[str, Any] | None = None,
     ) -> HookdProcess:
         port, admin_port = embedded_broker.free_port(), embedded_broker.free_port()
         server_config = {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin_port}"}
@@ -127,7 +136,10 @@ class Launcher:
         config_path = self.directory / f"hookd-{n}.toml"
         config_path.write_text(
             render_config(
-                {**server_config, **(server or {})}, {**kafka_config, **(kafka or {})}, routes
+                {**server_config, **(server or {})},
+                {**kafka_config, **(kafka or {})},
+                routes,
+                spool,
             )
         )
         log_path = self.directory / f"hookd-{n}.log"
@@ -179,3 +191,114 @@ def read_topic(broker_address: str, topic: str, expected: int, timeout: float = 
     finally:
         consumer.close()
     return records
+
+
+class Load:
+    """Keep-alive clients sending unique bodies until the server stops answering."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        path: str,
+        secret: bytes,
+        clients: int,
+        max_seconds: float,
+        tag: str = "",
+    ) -> None:
+        self.tag = tag
+        self.address = address
+        self.path = path
+        self.secret = secret
+        self.deadline = time.monotonic() + max_seconds
+        self.accepted: list[bytes] = []
+        self.statuses: dict[int, int] = {}
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._client, args=(i,)) for i in range(clients)]
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for thread in self.threads:
+            thread.join(30)
+
+    def _client(self, index: int) -> None:
+        n = 0
+        while time.monotonic() < self.deadline:
+            try:
+                with Client(self.address, timeout=15) as client:
+                    while time.monotonic() < self.deadline:
+                        body = f'{{"tag":"{self.tag}","client":{index},"n":{n}}}'.encode()
+                        n += 1
+                        client.send(segment_request(self.path, body, self.secret))
+                        status = client.response().status
+                        with self.lock:
+                            self.statuses[status] = self.statuses.get(status, 0) + 1
+                            if status == 200:
+                                self.accepted.append(body)
+                        if status != 200:
+                            time.sleep(0.05)  # a sender backing off before its retry
+                            break
+            except OSError:
+                time.sleep(0.01)  # refused or reset while the server goes away
+
+
+class TcpProxy:
+    """A loopback TCP proxy whose link can be cut and restored, to stand between hookd and the
+    broker (the broker advertises the proxy's port)."""
+
+    def __init__(self, upstream_port: int, port: int | None = None) -> None:
+        self.upstream_port = upstream_port
+        self.port = port or embedded_broker.free_port()
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Refuse new connections and reset every open one."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), 2)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets.update((client, upstream))
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

@@ -22,10 +22,11 @@ from hookd.config import ServerConfig
 from hookd.http import responses
 from hookd.http.responses import Canned
 from hookd.metrics import Metrics
-from hookd.publish.publisher import Publisher, PublishError
+from hookd.publish.outbox import Outbox
+from hookd.publish.publisher import PublishError
 from hookd.record import build_record
 from hookd.routing import Route, RouteTable
-from hookd.verify import Headers, Rejected, Request
+from hookd.verify import Headers, Rejected, Request, Verified
 
 log = logging.getLogger("hookd.http")
 
@@ -41,7 +42,7 @@ class ServerContext:
 
     config: ServerConfig
     routes: RouteTable
-    publisher: Publisher
+    outbox: Outbox
     metrics: Metrics
     connections: set[HttpProtocol] = field(default_factory=set)
     draining: bool = False
@@ -172,6 +173,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body.append(data)
 
     def _on_end(self) -> None:
+        """The whole request is in: verify it, then make it durable (or answer at once)."""
         route, request = self._route, self._request
         if route is None or request is None:
             return
@@ -201,35 +203,51 @@ class HttpProtocol(asyncio.Protocol):
             self._ctx.metrics.dedup_hit(route.path)
             self._respond(route.path, responses.DUPLICATE)
             return
-        received_at_ms = time.time_ns() // 1_000_000
+        self._commit(route, verify_request, verified)
+
+    def _commit(self, route: Route, request: Request, verified: Verified) -> None:
+        """Hand the record to the outbox and wait, reading paused, for it to be durable."""
+        ctx = self._ctx
+        size = len(request.body)
+        if (
+            ctx.in_flight >= ctx.config.max_in_flight
+            or ctx.in_flight_bytes + size > ctx.config.max_in_flight_bytes
+        ):
+            self._respond(route.path, responses.OVERLOADED)
+            return
         record = build_record(
             topic=route.topic,
             route_path=route.path,
             scheme=route.scheme,
             key_rule=route.key_rule,
-            request=verify_request,
+            request=request,
             verified=verified,
-            received_at_ms=received_at_ms,
+            received_at_ms=time.time_ns() // 1_000_000,
             source_ip=self._source_ip,
         )
-        future = self._ctx.publisher.publish(record)
-        self._delivery_id = delivery_id
-        if future.done():
-            self._on_published(future)
+        future = ctx.outbox.commit(record, route.ack_mode)
+        self._delivery_id = verified.delivery_id
+        if future.done():  # refused at once: broker known down, shutting down
+            self._answer_commit(future)
             return
         self._waiting = future
-        self._ctx.in_flight += 1
-        self._ctx.in_flight_bytes += len(body)
+        ctx.in_flight += 1
+        ctx.in_flight_bytes += size
         self._pause_reading()
         future.add_done_callback(self._on_published)
 
     def _on_published(self, future: asyncio.Future[None]) -> None:
+        """The awaited commit finished: answer, then read on (pipelined requests wait)."""
+        self._waiting = None
+        self._ctx.in_flight -= 1
+        self._ctx.in_flight_bytes -= self._body_size
+        self._answer_commit(future)
+        self._resume_reading()
+        self._process()
+
+    def _answer_commit(self, future: asyncio.Future[None]) -> None:
         route = self._route
         assert route is not None
-        if self._waiting is not None:
-            self._waiting = None
-            self._ctx.in_flight -= 1
-            self._ctx.in_flight_bytes -= self._body_size
         error = future.exception()
         if error is None and route.dedup is not None and self._delivery_id is not None:
             route.dedup.add(self._delivery_id, time.monotonic())
@@ -240,10 +258,8 @@ class HttpProtocol(asyncio.Protocol):
         elif isinstance(error, PublishError):
             self._respond(route.path, responses.unavailable(str(error)))
         else:
-            log.error("publish failed unexpectedly", exc_info=error)
+            log.error("commit failed unexpectedly", exc_info=error)
             self._internal_error(route)
-        self._resume_reading()
-        self._process()
 
     # -- answers --------------------------------------------------------------------------
 

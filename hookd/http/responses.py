@@ -67,6 +67,7 @@ URI_TOO_LONG = error(414, "request target too long", close=True)
 HEADERS_TOO_LARGE = error(431, "request headers too large", close=True)
 REQUEST_TIMEOUT = error(408, "request not received in time", close=True)
 SHUTTING_DOWN = unavailable("shutting down", close=True)
+OVERLOADED = unavailable("too many requests in flight")
 OVER_CAPACITY = unavailable("too many connections", close=True)
 INTERNAL_ERROR = "internal error, request id {}"
 

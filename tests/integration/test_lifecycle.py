@@ -5,13 +5,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import embedded_broker
 import pytest
 from http_client import Client, request, segment_request
-from support import ROOT, Launcher, http_get, read_topic, unique_topic
+from support import ROOT, Launcher, Load, http_get, read_topic, unique_topic
 
 SECRET = b"life"
 
@@ -20,52 +19,10 @@ def route(topic: str) -> dict[str, object]:
     return {"path": "/in", "topic": topic, "verify": "segment", "secrets": ["life"]}
 
 
-class Load:
-    """Keep-alive clients sending unique bodies until the server stops answering."""
-
-    def __init__(self, address: tuple[str, int], clients: int, max_seconds: float) -> None:
-        self.address = address
-        self.deadline = time.monotonic() + max_seconds
-        self.accepted: list[bytes] = []
-        self.statuses: dict[int, int] = {}
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._client, args=(i,)) for i in range(clients)]
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for thread in self.threads:
-            thread.join(30)
-
-    def _client(self, index: int) -> None:
-        n = 0
-        while time.monotonic() < self.deadline:
-            try:
-                with Client(self.address, timeout=15) as client:
-                    while time.monotonic() < self.deadline:
-                        body = f'{{"client":{index},"n":{n}}}'.encode()
-                        n += 1
-                        client.send(segment_request("/in", body, SECRET))
-                        status = client.response().status
-                        with self.lock:
-                            self.statuses[status] = self.statuses.get(status, 0) + 1
-                            if status == 200:
-                                self.accepted.append(body)
-                        if status != 200:
-                            break
-            except OSError:
-                time.sleep(0.01)  # refused or reset while the server goes away
-            if time.monotonic() < self.deadline:
-                continue
-
-
 def test_sigterm_under_load_loses_nothing_answered(broker, start_hookd):
     topic = unique_topic("drain")
     hookd = start_hookd([route(topic)])
-    with Load(hookd.address, clients=16, max_seconds=6) as load:
+    with Load(hookd.address, "/in", SECRET, clients=16, max_seconds=6) as load:
         time.sleep(1.5)
         hookd.signal(signal.SIGTERM)
         assert hookd.wait(20) == 0

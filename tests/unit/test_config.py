@@ -132,11 +132,12 @@ def test_a_config_without_kafka_section_is_valid(tmp_path):
     assert config.kafka.broker({"Quix__Sdk__Token": "sdk-abc"}) is None
 
 
-def test_overrides_are_validated():
-    config = validate({"routes": [ROUTE]}, {})
+def test_overrides_are_validated_and_keep_the_rest():
+    config = validate({"routes": [ROUTE], "spool": {"path": "/var/spool/hookd"}}, {})
     changed = config.with_overrides(listen="127.0.0.1:1234", workers=1, broker="b:9")
     assert (changed.server.listen, changed.kafka.broker_address) == ("127.0.0.1:1234", "b:9")
     assert changed.routes == config.routes
+    assert changed.spool == config.spool
     with pytest.raises(ConfigError) as info:
         config.with_overrides(listen="nope")
     assert info.value.lines()[0].startswith("config error: server.listen: ")

@@ -129,3 +129,35 @@ def test_key_rules():
 def test_json_pointer_on_invalid_json_gives_no_key():
     assert json_pointer(b"not json", ("a",)) is None
     assert json_pointer(b"[1,2]", ("5",)) is None
+
+
+def test_ack_modes_from_ack_and_fallback():
+    from hookd.routing import AckMode
+
+    spool = {"path": "/var/spool/hookd"}
+    routes = build_routes(
+        validate(
+            {
+                "spool": spool,
+                "routes": [
+                    GITHUB,
+                    {**GITHUB, "path": "/reject", "fallback": "reject"},
+                    {**GITHUB, "path": "/spool", "ack": "spool"},
+                ],
+            },
+            {},
+        )
+    )
+    assert routes.lookup(b"/gh").ack_mode is AckMode.KAFKA_OR_SPOOL  # spool is the default fallback
+    assert routes.lookup(b"/reject").ack_mode is AckMode.KAFKA
+    assert routes.lookup(b"/spool").ack_mode is AckMode.SPOOL
+    assert table(GITHUB).lookup(b"/gh").ack_mode is AckMode.KAFKA  # no spool: reject
+
+
+def test_spool_modes_need_a_spool_section():
+    with pytest.raises(ConfigError) as info:
+        table({**GITHUB, "ack": "spool"}, {**GITHUB, "path": "/b", "fallback": "spool"})
+    assert info.value.lines() == [
+        'config error: routes[0].ack: ack = "spool" needs a [spool] section',
+        'config error: routes[1].fallback: fallback = "spool" needs a [spool] section',
+    ]
