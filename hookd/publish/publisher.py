@@ -139,6 +139,8 @@ class Publisher:
     ) -> None:
         self._in_flight -= 1
         if error is not None:
+            if error.code() == KafkaError._MSG_TIMED_OUT:  # a stalled broker looks like this
+                self._mark_down(f"delivery timed out: {error.str()}")
             self._fail(future, error.str())
             return
         now = self._clock()
@@ -157,11 +159,15 @@ class Publisher:
     def on_producer_error(self, error: KafkaError) -> None:
         """librdkafka's error callback (called from ``poll`` on the loop thread)."""
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
-            if self.broker_down_since is None:
-                log.warning("broker down: %s", error.str())
-                self.broker_down_since = self._clock()
+            self._mark_down(error.str())
         else:
             log.warning("producer error: %s", error.str())
+
+    def _mark_down(self, reason: str) -> None:
+        """Fail new records at once until the metadata probe reaches the broker again."""
+        if self.broker_down_since is None:
+            log.warning("broker down: %s", reason)
+            self.broker_down_since = self._clock()
 
     @property
     def ready(self) -> bool:
@@ -181,9 +187,7 @@ class Publisher:
                 try:
                     await asyncio.to_thread(self._admin.list_topics, PROBE_TIMEOUT_S)
                 except KafkaException as exc:
-                    if self.broker_down_since is None:
-                        log.warning("broker metadata probe failed: %s", exc)
-                        self.broker_down_since = self._clock()
+                    self._mark_down(f"metadata probe failed: {exc}")
                 else:
                     if self.broker_down_since is not None:
                         log.info("broker reachable again")
