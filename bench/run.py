@@ -310,6 +310,30 @@ def cpu_seconds(root: int) -> float:
     return ticks / CLK_TCK
 
 
+def cpu_jiffies() -> dict[int, tuple[int, int, int]]:
+    """Per CPU: (busy, steal, total) jiffies since boot, from /proc/stat.
+
+    busy = user+nice+system+irq+softirq. The machine is shared (other people's tests run on
+    it too), so busy on the server's CPU minus the server's own CPU time is what *others*
+    took from it during a round.
+    """
+    times: dict[int, tuple[int, int, int]] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            user, nice, system, idle, iowait, irq, softirq, steal = map(int, values[:8])
+            busy = user + nice + system + irq + softirq
+            times[int(name[3:])] = (busy, steal, busy + idle + iowait + steal)
+    return times
+
+
+def cpu_busy_pct(before: dict[int, tuple[int, int, int]], cpu: int) -> tuple[float, float]:
+    """(busy %, steal %) of one CPU since ``before``."""
+    after = cpu_jiffies()
+    busy, steal, total = (a - b for a, b in zip(after[cpu], before[cpu], strict=True))
+    return (100 * busy / total, 100 * steal / total) if total else (0.0, 0.0)
+
+
 def memory_kb(root: int) -> dict[str, int]:
     """RSS and PSS of the tree. PSS splits shared pages (forked workers) fairly."""
     rss = pss = 0
@@ -479,6 +503,9 @@ class Round:
     cpu_us_per_req: float
     server_cpu_pct: float
     load_cpu_pct: float
+    foreign_server_cpu_pct: float  # others' use of the server's CPU during the round
+    foreign_load_cpu_pct: float  # others' use of the load CPU (includes this harness, ~1%)
+    steal_pct: float  # hypervisor steal on the server's CPU
     raw: dict[str, Any] = field(repr=False)
 
     @property
@@ -504,10 +531,13 @@ def run_wrk(
     ]  # fmt: skip
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     server0, broker0, wall0 = cpu_seconds(server_pid), cpu_seconds(broker_pid), time.monotonic()
+    jiffies0 = cpu_jiffies()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 120)
     wall = time.monotonic() - wall0
     server_cpu = cpu_seconds(server_pid) - server0
     broker_cpu = cpu_seconds(broker_pid) - broker0
+    server_busy, steal = cpu_busy_pct(jiffies0, args.server_cpu)
+    load_busy, _ = cpu_busy_pct(jiffies0, args.load_cpu)
     after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     # wrk is the only child reaped in this window, so the RUSAGE_CHILDREN delta is wrk's
     wrk_cpu = (after_children.ru_utime + after_children.ru_stime) - (
@@ -522,6 +552,9 @@ def run_wrk(
     errors = raw["errors"]
     requests, seconds = raw["requests"], raw["duration_us"] / 1e6
     pct = raw["latency_us"]["percentiles"]
+    server_pct = 100 * server_cpu / wall
+    load_pct = 100 * (wrk_cpu + (broker_cpu if args.broker_cpu == args.load_cpu else 0)) / wall
+    broker_elsewhere = 100 * broker_cpu / wall if args.broker_cpu == args.server_cpu else 0
     return Round(
         requests=requests,
         duration_s=seconds,
@@ -534,12 +567,29 @@ def run_wrk(
         wrk_cpu_s=wrk_cpu,
         broker_cpu_s=broker_cpu,
         cpu_us_per_req=server_cpu * 1e6 / requests if requests else float("nan"),
-        server_cpu_pct=100 * server_cpu / wall,
-        load_cpu_pct=100
-        * (wrk_cpu + (broker_cpu if args.broker_cpu == args.load_cpu else 0))
-        / wall,
+        server_cpu_pct=server_pct,
+        load_cpu_pct=load_pct,
+        foreign_server_cpu_pct=max(0.0, server_busy - server_pct - broker_elsewhere),
+        foreign_load_cpu_pct=max(0.0, load_busy - load_pct),
+        steal_pct=steal,
         raw=raw,
     )
+
+
+def wait_for_quiet(args: argparse.Namespace, server_pid: int) -> None:
+    """Before a round, wait (up to --quiet-wait s) until others leave the server's CPU alone.
+
+    The idle server's own CPU (a poll loop, a timer) is subtracted, so only foreign load
+    counts. Gives up silently: the round after it measures and flags contention anyway.
+    """
+    deadline = time.monotonic() + args.quiet_wait
+    while True:
+        jiffies0, own0 = cpu_jiffies(), cpu_seconds(server_pid)
+        time.sleep(1.0)
+        busy, _ = cpu_busy_pct(jiffies0, args.server_cpu)
+        foreign = busy - 100 * (cpu_seconds(server_pid) - own0)
+        if foreign <= args.max_foreign_cpu / 2 or time.monotonic() > deadline:
+            return
 
 
 def probe(port: int, secret: str, body: bytes) -> int | None:
@@ -653,16 +703,26 @@ def run_one(
 
             wrk_args = (ctx.port, bodies, scenario, args)
             warm = run_wrk(*wrk_args, args.warmup, proc.pid, broker_proc.pid)
-            rounds = [
-                run_wrk(*wrk_args, args.duration, proc.pid, broker_proc.pid)
-                for _ in range(args.rounds)
-            ]
+            rounds, discarded = [], []
+            while len(rounds) < args.rounds:
+                wait_for_quiet(args, proc.pid)
+                measured = run_wrk(*wrk_args, args.duration, proc.pid, broker_proc.pid)
+                contended = measured.foreign_server_cpu_pct > args.max_foreign_cpu
+                if contended and len(discarded) < args.retries:
+                    print(
+                        f"    round discarded: other processes took "
+                        f"{measured.foreign_server_cpu_pct:.0f}% of CPU {args.server_cpu}",
+                        flush=True,
+                    )
+                    discarded.append(measured)
+                    continue
+                rounds.append(measured)
             if not proc.alive():
                 raise RuntimeError(f"server died during the run:\n{proc.log_tail()}")
             result["memory_after"] = memory_kb(proc.pid)
             result["broker_memory_after"] = memory_kb(broker_proc.pid)
 
-            answered_2xx = probe_ok + sum(r.ok_responses for r in [warm, *rounds])
+            answered_2xx = probe_ok + sum(r.ok_responses for r in [warm, *discarded, *rounds])
             consumed = count_records(address, answered_2xx, args.verify_patience)
             result["records"] = {
                 "answered_2xx": answered_2xx,
@@ -674,9 +734,18 @@ def run_one(
 
     result["warmup"] = _round_dict(warm)
     result["rounds"] = [_round_dict(r) for r in rounds]
+    result["discarded_rounds"] = [_round_dict(r) for r in discarded]
     result["median"] = {
         key: statistics.median(getattr(r, key) for r in rounds)
-        for key in ("rps", "cpu_us_per_req", "server_cpu_pct", "load_cpu_pct")
+        for key in (
+            "rps",
+            "cpu_us_per_req",
+            "server_cpu_pct",
+            "load_cpu_pct",
+            "foreign_server_cpu_pct",
+            "foreign_load_cpu_pct",
+            "steal_pct",
+        )
     } | {f"p{q}_ms": statistics.median(r.latency_ms[q] for r in rounds) for q in ("50", "99")}
     result["non_2xx"] = sum(r.non_2xx for r in rounds)
     result["socket_errors"] = sum(r.socket_errors for r in rounds)
@@ -689,6 +758,17 @@ def run_one(
         flags.append(
             f"only {consumed} records in Kafka for {answered_2xx} answers 2xx: LOST ACKED EVENTS"
         )
+    worst = max(r.foreign_server_cpu_pct for r in rounds)
+    if worst > args.max_foreign_cpu:
+        flags.append(
+            f"contended: other processes took up to {worst:.0f}% of the server's CPU "
+            f"in a round (after {len(discarded)} retries)"
+        )
+    foreign_load = result["median"]["foreign_load_cpu_pct"]
+    if foreign_load > args.max_foreign_cpu:
+        result["notes"].append(f"other processes took {foreign_load:.0f}% of the load CPU")
+    if discarded:
+        result["notes"].append(f"{len(discarded)} contended round(s) discarded and rerun")
     load, busy = result["median"]["load_cpu_pct"], result["median"]["server_cpu_pct"]
     if load > 90 and busy < 90:
         flags.append(
@@ -789,26 +869,31 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         "CPU µs/req = server process tree utime+stime over the measured window ÷ requests. "
         "Server CPU % is of one core (100 % = CPU-bound). Load CPU % = wrk"
         + (" + broker" if a["broker_cpu"] == a["load_cpu"] else "")
-        + f" on CPU {a['load_cpu']}. Records: read back from the topic ≥ answered 2xx.",
+        + f" on CPU {a['load_cpu']}. Others on server CPU % = CPU {a['server_cpu']} busy minus "
+        "the server's own time: other processes on this shared machine (a round over "
+        f"{a['max_foreign_cpu']:g} % is rerun, up to {a['retries']} times, then flagged). "
+        "Records: read back from the topic, must be ≥ answered 2xx.",
         "",
         "## Results",
         "",
         "| scenario | server | req/s | p50 ms | p99 ms | CPU µs/req | server CPU % | "
-        "load CPU % | RSS MB | PSS MB | port s | ready s | non-2xx | records ok | flags |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|",
+        "others on server CPU % | load CPU % | RSS MB | PSS MB | port s | ready s | non-2xx "
+        "| records ok | flags |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|",
     ]
     for r in results:
         if r["status"] != "ok":
             lines.append(
                 f"| {r['scenario']} | {r['label']} | {r['status']}: "
-                f"{r['reason'].splitlines()[0][:120]} |" + " |" * 12
+                f"{r['reason'].splitlines()[0][:160]} |" + " |" * 13
             )
             continue
         m, mem, st, rec = r["median"], r["memory_after"], r["startup"], r["records"]
         lines.append(
             f"| {r['scenario']} | {r['label']} | {_fmt(m['rps'])} | {_fmt(m['p50_ms'], 2)} | "
             f"{_fmt(m['p99_ms'], 2)} | {_fmt(m['cpu_us_per_req'])} | "
-            f"{_fmt(m['server_cpu_pct'])} | {_fmt(m['load_cpu_pct'])} | "
+            f"{_fmt(m['server_cpu_pct'])} | {_fmt(m['foreign_server_cpu_pct'])} | "
+            f"{_fmt(m['load_cpu_pct'])} | "
             f"{_fmt(mem['rss_kb'] / 1024, 1)} | {_fmt(mem['pss_kb'] / 1024, 1)} | "
             f"{_fmt(st['port_s'], 2)} | {_fmt(st['ready_s'], 2)} | {r['non_2xx']} | "
             f"{'yes' if rec['ok'] else '**NO**'} ({rec['consumed']}/{rec['answered_2xx']}) | "
@@ -862,9 +947,10 @@ def ratios(results: list[dict[str, Any]]) -> list[tuple[str, str, str, float, fl
                 h, p = ok.get((hookd.name, scenario)), ok.get((peer.name, scenario))
                 if h and p:
                     hm, pm = h["median"], p["median"]
+                    mark = " (flagged)" if h["flags"] or p["flags"] else ""
                     rows.append(
                         (
-                            scenario,
+                            scenario + mark,
                             hookd.label,
                             peer.label,
                             hm["rps"] / pm["rps"],
@@ -942,6 +1028,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--load-cpu", type=int, default=1, help="wrk and this harness")
     parser.add_argument("--broker-cpu", type=int, default=1)
     parser.add_argument("--pool", type=int, default=64, help="distinct bodies per size")
+    parser.add_argument(
+        "--max-foreign-cpu",
+        type=float,
+        default=10,
+        help="%% of the server CPU other processes may use in a round before it is rerun",
+    )
+    parser.add_argument("--retries", type=int, default=3, help="reruns of contended rounds")
+    parser.add_argument(
+        "--quiet-wait", type=float, default=30, help="seconds to wait for a quiet server CPU"
+    )
     parser.add_argument("--wrk-timeout", type=float, default=10)
     parser.add_argument("--ready-timeout", type=float, default=60)
     parser.add_argument(
@@ -1078,7 +1174,8 @@ def _summary(r: dict[str, Any]) -> str:
     text = (
         f"{m['rps']:,.0f} req/s  p50 {m['p50_ms']:.2f} ms  p99 {m['p99_ms']:.2f} ms  "
         f"{m['cpu_us_per_req']:,.0f} CPU µs/req  server CPU {m['server_cpu_pct']:.0f}%  "
-        f"load CPU {m['load_cpu_pct']:.0f}%  ready {r['startup']['ready_s']:.2f}s\n"
+        f"load CPU {m['load_cpu_pct']:.0f}%  others {m['foreign_server_cpu_pct']:.0f}%  "
+        f"ready {r['startup']['ready_s']:.2f}s\n"
         f"    records check {check}: {rec['consumed']} records in the topic, "
         f"{rec['answered_2xx']} answered 2xx"
     )
