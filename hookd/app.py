@@ -18,7 +18,7 @@ from quixstreams.models.topics.admin import TopicAdmin
 
 from hookd.admin import AdminProtocol
 from hookd.config import Config, HostPort
-from hookd.http.protocol import HttpProtocol, ServerContext
+from hookd.http.protocol import HttpProtocol, ServerContext, enforce_timeouts
 from hookd.metrics import Metrics
 from hookd.publish.outbox import Outbox
 from hookd.publish.publisher import Publisher
@@ -156,6 +156,7 @@ class Hookd:
         admin = listen_socket(server.admin_address)
         self.publisher.start()
         self.outbox.start()
+        timeouts = loop.create_task(enforce_timeouts(self.context), name="hookd-timeouts")
         self._servers = [
             await loop.create_server(lambda: HttpProtocol(self.context), sock=public),
             await loop.create_server(
@@ -172,6 +173,7 @@ class Hookd:
         )
         await self._stopping.wait()
         await self.drain()
+        timeouts.cancel()
 
     async def drain(self) -> None:
         """Readiness off, stop accepting, answer everything in flight, hand the spool over."""

@@ -1,15 +1,25 @@
-"""One connection: bytes in, h11 events, a verdict per request, bytes out.
+"""One connection: bytes in, a verdict per request, prebuilt bytes out.
 
-The protocol reads one request at a time. While a request waits for its Kafka ack, reading is
-paused, so pipelined requests stay in h11's buffer and are answered in order. Limits h11 does
-not enforce itself are checked here against the raw head: its total size (a complete head in
-one read passes h11's own bound), duplicate or list-valued Content-Length, Content-Length with
-Transfer-Encoding, obs-fold continuation lines and bare-LF line endings.
+The protocol keeps its own receive buffer and cuts it into requests. Each request head is
+parsed and validated by a fresh ``h11.Connection``; a Content-Length body is then taken from
+the buffer by its length, and a chunked body is decoded by that same h11 connection. Answers
+are prebuilt bytes. Per request, h11 thus runs one event through its state machine instead of
+a whole request/response cycle (see bench/protocol_bench.py).
+
+One request is handled at a time. While it waits to be durable, reading is paused, so
+pipelined requests stay in the buffer and are answered in order. On top of h11's checks, the
+raw head is refused when it is too large (decided before h11 sees it), repeats
+Content-Length or gives it as a list, carries both Content-Length and Transfer-Encoding,
+folds a header line (obs-fold), or ends lines with a bare LF.
+
+Timeouts are deadlines on the connection, enforced by one task per listener
+(:func:`enforce_timeouts`), so the hot path sets a float instead of scheduling timers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import secrets
 import time
@@ -32,8 +42,19 @@ log = logging.getLogger("hookd.http")
 
 #: Longest request target accepted (414 beyond).
 MAX_TARGET_BYTES = 8192
+#: How often deadlines are checked; timeouts fire up to this much late.
+TIMEOUT_RESOLUTION_S = 0.25
 _HEAD_END = b"\r\n\r\n"
 _NO_ROUTE = "-"
+
+
+class _State(enum.Enum):
+    IDLE = "idle"  # keep-alive, no byte of the next request yet
+    HEAD = "head"  # receiving a request head
+    BODY = "body"  # receiving a Content-Length body
+    CHUNKED = "chunked"  # receiving a chunked body, decoded by h11
+    WAITING = "waiting"  # the request is in; waiting for it to be durable
+    CLOSED = "closed"
 
 
 @dataclass(eq=False)
@@ -51,100 +72,128 @@ class ServerContext:
 
 
 class HttpProtocol(asyncio.Protocol):
-    """Drives ``h11.Connection`` from asyncio callbacks for the public listener."""
+    """The public listener's connections."""
 
     def __init__(self, context: ServerContext) -> None:
         self._ctx = context
         self._loop = asyncio.get_running_loop()
-        config = context.config
-        self._max_head = config.max_header_bytes
-        self._conn = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=config.max_header_bytes + MAX_TARGET_BYTES
-        )
+        self._max_head = context.config.max_header_bytes
         self._transport: asyncio.Transport | None = None
         self._source_ip = ""
-        self._timer: asyncio.TimerHandle | None = None
-        self._idle = False  # between requests, no byte of the next one yet
-        self._head = bytearray()  # raw bytes of the request head being received
-        self._reading_head = True
+        self._state = _State.HEAD
+        self._deadline = 0.0
+        self._buffer = bytearray()
         self._route: Route | None = None
         self._request: h11.Request | None = None
-        self._body: list[bytes] = []
-        self._body_size = 0
-        self._waiting: asyncio.Future[None] | None = None  # the publish we are waiting on
-        self._delivery_id: bytes | None = None  # of the request being published
+        self._keep_alive = True
+        self._body_length = 0  # Content-Length still to come, in state BODY
+        self._chunks: list[bytes] = []
+        self._chunked_size = 0
+        self._h11: h11.Connection | None = None  # in state CHUNKED
+        self._expects_continue = False
+        self._delivery_id: bytes | None = None  # of the request being committed
+        self._body_size = 0  # of the request being committed
 
     # -- asyncio callbacks ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         if len(self._ctx.connections) >= self._ctx.config.max_connections:
-            self._transport.write(responses.OVER_CAPACITY_BYTES)
-            self._transport.close()
-            self._transport = None
             self._ctx.metrics.request(_NO_ROUTE, 503)
+            self._transport.write(responses.OVER_CAPACITY.close)
+            self._close()
             return
         self._ctx.connections.add(self)
         peer = self._transport.get_extra_info("peername")
         self._source_ip = peer[0] if isinstance(peer, tuple) else ""
-        self._arm(self._ctx.config.header_timeout_s, self._on_timeout)
+        self._deadline = self._loop.time() + self._ctx.config.header_timeout_s
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._ctx.connections.discard(self)
-        self._cancel_timer()
+        self._state = _State.CLOSED
         self._transport = None
+        self._ctx.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._transport is None:
+        if self._state is _State.CLOSED:
             return
-        if self._idle:
-            self._idle = False
-            self._arm(self._ctx.config.header_timeout_s, self._on_timeout)
-        if self._reading_head:
-            self._head += data
-            if len(self._head) > self._max_head and self._head.find(_HEAD_END) == -1:
-                self._refuse_oversized_head()
-                return
-        self._conn.receive_data(data)
-        self._process()
+        if self._state is _State.IDLE:
+            self._state = _State.HEAD
+            self._deadline = self._loop.time() + self._ctx.config.header_timeout_s
+        self._buffer += data
+        self._advance()
 
-    def eof_received(self) -> bool | None:
-        self._conn.receive_data(b"")
-        self._process()
-        return None
+    def eof_received(self) -> bool:
+        """The client stopped sending. A request already in is still answered; a partial one
+        never can be, so the connection closes."""
+        if self._state is _State.WAITING:
+            self._keep_alive = False
+            return True
+        self._close()
+        return False
 
-    # -- h11 events -----------------------------------------------------------------------
+    # -- cutting the buffer into requests -------------------------------------------------
 
-    def _process(self) -> None:
-        conn = self._conn
-        while self._waiting is None and self._transport is not None:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._protocol_error(exc)
-                return
-            if event is h11.NEED_DATA:
-                if conn.they_are_waiting_for_100_continue and self._route is not None:
-                    self._write(conn.send(responses.CONTINUE))
-                return
-            if event is h11.PAUSED:
-                return
-            if isinstance(event, h11.Data):
-                self._on_data(event.data)
-            elif isinstance(event, h11.Request):
-                self._on_request(event)
-            elif isinstance(event, h11.EndOfMessage):
-                self._on_end()
-            elif isinstance(event, h11.ConnectionClosed):
-                self._close()
+    def _advance(self) -> None:
+        while self._transport is not None:
+            state = self._state
+            if state is _State.HEAD:
+                if not self._take_head():
+                    return
+            elif state is _State.BODY:
+                if len(self._buffer) < self._body_length:
+                    self._maybe_continue()
+                    return
+                body = bytes(self._buffer[: self._body_length])
+                del self._buffer[: self._body_length]
+                self._on_body(body)
+            elif state is _State.CHUNKED:
+                if not self._take_chunks():
+                    return
+            else:  # IDLE with nothing buffered, WAITING or CLOSED
                 return
 
-    def _on_request(self, request: h11.Request) -> None:
-        self._reading_head = False
-        self._arm(self._ctx.config.body_timeout_s, self._on_timeout)
-        problem = self._head_problem(request)
+    def _take_head(self) -> bool:
+        """Parse the next request head if it is complete; False when more bytes are needed."""
+        buffer = self._buffer
+        end = buffer.find(_HEAD_END)
+        if end == -1:
+            if b"\n\n" in buffer:
+                self._respond(_NO_ROUTE, responses.malformed("bare LF line ending"))
+            elif len(buffer) > self._max_head:
+                self._respond(_NO_ROUTE, self._oversized_head())
+            return False
+        if end > self._max_head:
+            self._respond(_NO_ROUTE, self._oversized_head())
+            return False
+        head = bytes(buffer[: end + 4])
+        del buffer[: end + 4]
+        problem = _head_problem(head)
         if problem is not None:
-            self._respond(_NO_ROUTE, problem)
+            self._respond(_NO_ROUTE, responses.malformed(problem))
+            return False
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(head)
+        try:
+            request = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            self._respond(_NO_ROUTE, responses.malformed(str(exc)))
+            return False
+        if not isinstance(request, h11.Request):
+            self._respond(_NO_ROUTE, responses.malformed("no request line"))
+            return False
+        self._on_head(request, conn)
+        return True
+
+    def _oversized_head(self) -> Canned:
+        first_line_end = self._buffer.find(b"\n")
+        if first_line_end == -1 or first_line_end > MAX_TARGET_BYTES:
+            return responses.URI_TOO_LONG
+        return responses.HEADERS_TOO_LARGE
+
+    def _on_head(self, request: h11.Request, conn: h11.Connection) -> None:
+        """Route the request and decide, before reading its body, whether to take it."""
+        if len(request.target) > MAX_TARGET_BYTES:
+            self._respond(_NO_ROUTE, responses.URI_TOO_LONG)
             return
         route = self._ctx.routes.lookup(request.target)
         if route is None:
@@ -156,30 +205,79 @@ class HttpProtocol(asyncio.Protocol):
         if self._ctx.draining:
             self._respond(route.path, responses.SHUTTING_DOWN)
             return
-        length = _content_length(request)
-        if length is not None and length > route.max_body_bytes:
+        chunked = False
+        length = 0
+        keep_alive = request.http_version == b"1.1"
+        expects_continue = False
+        for name, value in request.headers:
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = True  # h11 accepts "chunked" alone
+            elif name == b"connection":
+                keep_alive &= b"close" not in _tokens(value)
+            elif name == b"expect":
+                expects_continue = value.lower() == b"100-continue"
+        if length > route.max_body_bytes:
             self._respond(route.path, responses.BODY_TOO_LARGE)
             return
         self._route = route
         self._request = request
+        self._keep_alive = keep_alive
+        self._expects_continue = expects_continue and request.http_version == b"1.1"
+        self._deadline = self._loop.time() + self._ctx.config.body_timeout_s
+        if chunked:
+            self._state = _State.CHUNKED
+            self._h11 = conn
+            self._chunks = []
+            self._chunked_size = 0
+        else:
+            self._state = _State.BODY
+            self._body_length = length
 
-    def _on_data(self, data: bytes) -> None:
-        if self._route is None:
-            return
-        self._body_size += len(data)
-        if self._body_size > self._route.max_body_bytes:
-            self._respond(self._route.path, responses.BODY_TOO_LARGE)
-            return
-        self._body.append(data)
+    def _maybe_continue(self) -> None:
+        """``Expect: 100-continue``: the client waits for this before sending the body."""
+        if self._expects_continue:
+            self._expects_continue = False
+            self._write(responses.CONTINUE)
 
-    def _on_end(self) -> None:
+    def _take_chunks(self) -> bool:
+        """Decode chunks with h11; True once the body is complete (and handled)."""
+        conn = self._h11
+        route = self._route
+        assert conn is not None and route is not None
+        if self._buffer:
+            conn.receive_data(bytes(self._buffer))
+            self._buffer.clear()
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._respond(route.path, responses.malformed(str(exc)))
+                return False
+            if isinstance(event, h11.Data):
+                self._chunked_size += len(event.data)
+                if self._chunked_size > route.max_body_bytes:
+                    self._respond(route.path, responses.BODY_TOO_LARGE)
+                    return False
+                self._chunks.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self._buffer += conn.trailing_data[0]  # the next pipelined request, if any
+                self._h11 = None
+                body = b"".join(self._chunks)
+                self._chunks = []
+                self._on_body(body)
+                return True
+            else:  # NEED_DATA
+                self._maybe_continue()
+                return False
+
+    # -- a complete request ---------------------------------------------------------------
+
+    def _on_body(self, body: bytes) -> None:
         """The whole request is in: verify it, then make it durable (or answer at once)."""
         route, request = self._route, self._request
-        if route is None or request is None:
-            return
-        self._cancel_timer()
-        body = b"".join(self._body)
-        self._body.clear()
+        assert route is not None and request is not None
         verify_request = Request(request.method, request.target, Headers(request.headers), body)
         try:
             verified = route.verifier.verify(verify_request, time.time())
@@ -230,20 +328,22 @@ class HttpProtocol(asyncio.Protocol):
         if future.done():  # refused at once: broker known down, shutting down
             self._answer_commit(future)
             return
-        self._waiting = future
+        self._state = _State.WAITING
+        self._body_size = size
         ctx.in_flight += 1
         ctx.in_flight_bytes += size
-        self._pause_reading()
-        future.add_done_callback(self._on_published)
+        if self._transport is not None:
+            self._transport.pause_reading()
+        future.add_done_callback(self._on_committed)
 
-    def _on_published(self, future: asyncio.Future[None]) -> None:
-        """The awaited commit finished: answer, then read on (pipelined requests wait)."""
-        self._waiting = None
+    def _on_committed(self, future: asyncio.Future[None]) -> None:
+        """The awaited commit finished: answer, then go on with pipelined requests."""
         self._ctx.in_flight -= 1
         self._ctx.in_flight_bytes -= self._body_size
         self._answer_commit(future)
-        self._resume_reading()
-        self._process()
+        if self._transport is not None:
+            self._transport.resume_reading()
+            self._advance()
 
     def _answer_commit(self, future: asyncio.Future[None]) -> None:
         route = self._route
@@ -265,127 +365,54 @@ class HttpProtocol(asyncio.Protocol):
 
     def _respond(self, route: str, answer: Canned) -> None:
         """Send a complete response; then close, or get ready for the next request."""
-        conn = self._conn
         self._ctx.metrics.request(route, answer.status)
-        self._write(
-            conn.send(answer.response) + conn.send(answer.data) + conn.send(h11.EndOfMessage())
-        )
-        if answer.closes or conn.our_state is h11.MUST_CLOSE or self._ctx.draining:
+        if answer.closes or not self._keep_alive or self._ctx.draining:
+            self._write(answer.close)
             self._close()
             return
-        try:
-            conn.start_next_cycle()
-        except h11.LocalProtocolError:  # the request body was not read to its end
-            self._close()
-            return
+        self._write(answer.keep_alive)
         self._route = None
         self._request = None
-        self._body_size = 0
-        self._reading_head = True
-        self._head = bytearray(conn.trailing_data[0])
-        if self._head:
-            self._arm(self._ctx.config.header_timeout_s, self._on_timeout)
+        if self._buffer:
+            self._state = _State.HEAD
+            self._deadline = self._loop.time() + self._ctx.config.header_timeout_s
         else:
-            self._idle = True
-            self._arm(self._ctx.config.idle_timeout_s, self._close)
+            self._state = _State.IDLE
+            self._deadline = self._loop.time() + self._ctx.config.idle_timeout_s
 
     def _internal_error(self, route: Route) -> None:
         request_id = secrets.token_hex(8)
         log.exception("unexpected error on %s, request id %s", route.path, request_id)
-        self._respond(route.path, responses.error(500, responses.INTERNAL_ERROR.format(request_id)))
-
-    def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
-        """Malformed HTTP: 400 (431 for an oversized head) and close, if we still can answer."""
-        if self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            status = 431 if exc.error_status_hint == 431 else 400
-            answer = (
-                responses.HEADERS_TOO_LARGE
-                if status == 431
-                else responses.error(400, f"malformed request: {exc}", close=True)
-            )
-            self._respond(self._route.path if self._route else _NO_ROUTE, answer)
-        else:
-            self._close()
-
-    def _head_problem(self, request: h11.Request) -> Canned | None:
-        """What h11 let through but hookd refuses, judged on the raw head."""
-        end = self._head.find(_HEAD_END)
-        head = self._head if end == -1 else self._head[:end]
-        if len(request.target) > MAX_TARGET_BYTES:
-            return responses.URI_TOO_LONG
-        if len(head) > self._max_head:
-            return responses.HEADERS_TOO_LARGE
-        if end == -1 or head.count(b"\n") != head.count(b"\r\n"):
-            return responses.error(400, "malformed request: bare LF line ending", close=True)
-        if b"\r\n " in head or b"\r\n\t" in head:
-            return responses.error(400, "malformed request: obs-fold header line", close=True)
-        lowered = head.lower()
-        lengths = lowered.count(b"\ncontent-length:")
-        if lengths > 1:
-            return responses.error(400, "malformed request: duplicate Content-Length", close=True)
-        if lengths == 1:
-            start = lowered.index(b"\ncontent-length:")
-            line_end = lowered.find(b"\r\n", start + 1)
-            if b"," in lowered[start : line_end if line_end != -1 else len(lowered)]:
-                return responses.error(400, "malformed request: list in Content-Length", close=True)
-            if b"\ntransfer-encoding:" in lowered:
-                return responses.error(
-                    400, "malformed request: both Content-Length and Transfer-Encoding", close=True
-                )
-        return None
-
-    def _refuse_oversized_head(self) -> None:
-        first_line_end = self._head.find(b"\n")
-        too_long_target = first_line_end == -1 or first_line_end > MAX_TARGET_BYTES
-        answer = responses.URI_TOO_LONG if too_long_target else responses.HEADERS_TOO_LARGE
-        self._reading_head = False
-        self._respond(_NO_ROUTE, answer)
-
-    # -- timers and transport -------------------------------------------------------------
-
-    def _on_timeout(self) -> None:
-        """The head or body did not arrive in time: 408 and close."""
-        self._timer = None
-        if self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            self._respond(self._route.path if self._route else _NO_ROUTE, responses.REQUEST_TIMEOUT)
-        else:
-            self._close()
-
-    def _arm(self, delay: float, callback: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_later(delay, callback)  # type: ignore[arg-type]
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._respond(route.path, responses.error(500, f"internal error, request id {request_id}"))
 
     def _write(self, data: bytes) -> None:
         if self._transport is not None:
             self._transport.write(data)
 
-    def _pause_reading(self) -> None:
-        if self._transport is not None:
-            self._transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
-
     def _close(self) -> None:
-        self._cancel_timer()
+        self._state = _State.CLOSED
         if self._transport is not None:
             self._transport.close()
             self._transport = None
         self._ctx.connections.discard(self)
 
-    # -- draining -------------------------------------------------------------------------
+    # -- timeouts and draining ------------------------------------------------------------
+
+    def check_deadline(self, now: float) -> None:
+        """Past the deadline: an idle keep-alive connection just closes; a request that did
+        not arrive in time gets 408 and close. A request waiting to be durable has none (the
+        outbox bounds it)."""
+        if now < self._deadline or self._state in (_State.WAITING, _State.CLOSED):
+            return
+        if self._state is _State.IDLE:
+            self._close()
+        else:
+            self._respond(self._route.path if self._route else _NO_ROUTE, responses.REQUEST_TIMEOUT)
 
     @property
     def busy(self) -> bool:
-        """A request is past its head: it gets an answer before the connection closes."""
-        return not self._reading_head or bool(self._head) or self._waiting is not None
+        """A request has started arriving: it gets an answer before the connection closes."""
+        return self._state is not _State.IDLE or bool(self._buffer)
 
     def close_if_idle(self) -> None:
         if not self.busy:
@@ -393,15 +420,42 @@ class HttpProtocol(asyncio.Protocol):
 
     def shut_down(self) -> None:
         """Past the drain deadline: a request still owed an answer gets 503, then close."""
-        if self._transport is None:
-            return
-        if self.busy and self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        if self._state in (_State.HEAD, _State.BODY, _State.CHUNKED) and (
+            self._buffer or self._route is not None
+        ):
             self._respond(self._route.path if self._route else _NO_ROUTE, responses.SHUTTING_DOWN)
         self._close()
 
 
-def _content_length(request: h11.Request) -> int | None:
-    for name, value in request.headers:
-        if name == b"content-length":
-            return int(value)
+async def enforce_timeouts(context: ServerContext) -> None:
+    """Check every connection's deadline a few times a second, for as long as the listener
+    lives (cancel to stop)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(TIMEOUT_RESOLUTION_S)
+        now = loop.time()
+        for conn in list(context.connections):
+            conn.check_deadline(now)
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    return [token.strip() for token in value.lower().split(b",")]
+
+
+def _head_problem(head: bytes) -> str | None:
+    """What h11 lets through but hookd refuses, judged on the raw head (CRLF-terminated)."""
+    if head.count(b"\n") != head.count(b"\r\n"):
+        return "bare LF line ending"
+    if b"\r\n " in head or b"\r\n\t" in head:
+        return "obs-fold header line"
+    lowered = head.lower()
+    lengths = lowered.count(b"\ncontent-length:")
+    if lengths > 1:
+        return "duplicate Content-Length"
+    if lengths == 1:
+        start = lowered.index(b"\ncontent-length:")
+        if b"," in lowered[start : lowered.index(b"\r\n", start + 1)]:
+            return "list in Content-Length"
+        if b"\ntransfer-encoding:" in lowered:
+            return "both Content-Length and Transfer-Encoding"
     return None
