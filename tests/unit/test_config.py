@@ -195,3 +195,11 @@ def test_check_warns_about_unverified_routes(tmp_path, capsys):
 def test_missing_config_file(tmp_path, capsys):
     assert main(["check", "--config", str(tmp_path / "nope.toml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_empty_secret_is_refused():
+    # A variable that is set but empty must not turn into a secret anyone can sign with.
+    lines = problems({"routes": [{**ROUTE, "secrets": ["real", "${EMPTY}"]}]}, {"EMPTY": ""})
+    assert lines == [
+        "config error: routes[0].secrets: an empty secret would accept anything (is a variable empty?)"
+    ]
