@@ -201,5 +201,6 @@ def test_empty_secret_is_refused():
     # A variable that is set but empty must not turn into a secret anyone can sign with.
     lines = problems({"routes": [{**ROUTE, "secrets": ["real", "${EMPTY}"]}]}, {"EMPTY": ""})
     assert lines == [
-        "config error: routes[0].secrets: an empty secret would accept anything (is a variable empty?)"
+        "config error: routes[0].secrets: "
+        "an empty secret would accept anything (is a variable empty?)"
     ]
