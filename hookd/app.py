@@ -9,15 +9,18 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvloop
 from confluent_kafka import KafkaException
 from quixstreams import Application
+from quixstreams.kafka import ConnectionConfig
 from quixstreams.models.topics.admin import TopicAdmin
 
 from hookd.admin import AdminProtocol
-from hookd.config import Config, HostPort
+from hookd.config import Config, ConfigError, HostPort
 from hookd.http.protocol import HttpProtocol, ServerContext, enforce_timeouts
 from hookd.metrics import Metrics
 from hookd.publish.outbox import Outbox
@@ -26,6 +29,9 @@ from hookd.publish.spool import Spool, SpoolError
 from hookd.routing import RouteTable, build_routes
 
 log = logging.getLogger("hookd")
+
+#: A bootstrap address, or Quix Cloud's connection settings.
+Broker = str | ConnectionConfig
 
 
 class StartupError(Exception):
@@ -67,10 +73,14 @@ def resolve_topics(app: Application, routes: RouteTable) -> RouteTable:
     )
 
 
-def listen_socket(address: HostPort) -> socket.socket:
+def listen_socket(address: HostPort, *, reuse_port: bool = False) -> socket.socket:
+    """A bound, listening, non-blocking socket. ``reuse_port``: every worker binds the same
+    address and the kernel spreads connections across them (SO_REUSEPORT)."""
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((address.host, address.port))
     except OSError as exc:
@@ -84,29 +94,33 @@ def listen_socket(address: HostPort) -> socket.socket:
 class Hookd:
     """One serving process: public listener, admin listener, outbox (publisher and spool)."""
 
-    def __init__(
-        self, config: Config, routes: RouteTable, outbox: Outbox, metrics: Metrics
-    ) -> None:
-        self.config = config
+    def __init__(self, prepared: Prepared, outbox: Outbox, metrics: Metrics) -> None:
+        self.prepared = prepared
+        config = self.config = prepared.config
+        routes = prepared.routes
         self.metrics = metrics
         self.outbox = outbox
         self.publisher = outbox.publisher
         self.context = ServerContext(config.server, routes, outbox, metrics)
         self._stopping = asyncio.Event()
+        self._reload: asyncio.Future[None] | None = None
         self._servers: list[asyncio.Server] = []
         self._register_gauges()
 
     @classmethod
-    async def open(cls, config: Config, routes: RouteTable, app: Application) -> Hookd:
+    async def open(cls, prepared: Prepared, worker_index: int = 0) -> Hookd:
+        config = prepared.config
         metrics = Metrics()
-        publisher = Publisher(app.config.broker_address, producer_config(config), metrics)
+        publisher = Publisher(prepared.broker, producer_config(config), metrics)
         spool = None
         if config.spool is not None:
             try:
-                spool = await Spool.open(Path(config.spool.path), config.spool.max_bytes)
+                spool = await Spool.open(
+                    Path(config.spool.path), config.spool.max_bytes, worker_index
+                )
             except SpoolError as exc:
                 raise StartupError(f"cannot open the spool: {exc}") from None
-        return cls(config, routes, Outbox(publisher, spool), metrics)
+        return cls(prepared, Outbox(publisher, spool), metrics)
 
     def _register_gauges(self) -> None:
         gauge, ctx, spool = self.metrics.gauge, self.context, self.outbox.spool
@@ -149,31 +163,60 @@ class Hookd:
             return "broker not reachable and spool full"
         return None
 
-    async def run(self) -> None:
+    async def run(self, *, reuse_port: bool = False, admin_path: str | None = None) -> None:
+        """Serve until SIGTERM or SIGINT, then drain. ``admin_path``: answer admin requests on
+        this unix socket (for the supervisor) instead of ``server.admin_listen``."""
         loop = asyncio.get_running_loop()
         server = self.config.server
-        public = listen_socket(server.listen_address)
-        admin = listen_socket(server.admin_address)
+        public = listen_socket(server.listen_address, reuse_port=reuse_port)
         self.publisher.start()
         self.outbox.start()
         timeouts = loop.create_task(enforce_timeouts(self.context), name="hookd-timeouts")
+        source = _AdminView(self)
+        if admin_path is None:
+            admin_socket = listen_socket(server.admin_address)
+            admin = await loop.create_server(lambda: AdminProtocol(source), sock=admin_socket)
+        else:
+            admin = await loop.create_unix_server(lambda: AdminProtocol(source), path=admin_path)
         self._servers = [
             await loop.create_server(lambda: HttpProtocol(self.context), sock=public),
-            await loop.create_server(
-                lambda: AdminProtocol(self.not_ready, self.metrics.render), sock=admin
-            ),
+            admin,
         ]
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._start_reload)
         log.info(
             "hookd listening on %s (admin %s), %d routes",
             server.listen,
-            server.admin_listen,
+            admin_path or server.admin_listen,
             len(self.context.routes.routes),
         )
         await self._stopping.wait()
         await self.drain()
         timeouts.cancel()
+
+    def _start_reload(self) -> None:
+        if self.prepared.reread is None:
+            log.warning("SIGHUP ignored: no config file to reload")
+        elif self._reload is None or self._reload.done():
+            self._reload = asyncio.ensure_future(self.reload())
+
+    async def reload(self) -> None:
+        """Swap in the routes and secrets of the config on disk. Connections and requests in
+        flight are untouched: a request keeps the route it started with. An invalid config
+        is refused with a log line, and the running one stays."""
+        try:
+            config, routes = await asyncio.to_thread(
+                reload_routes, self.prepared, self.context.routes
+            )
+        except (ConfigError, StartupError) as exc:
+            reasons = exc.lines() if isinstance(exc, ConfigError) else [str(exc)]
+            log.error("reload refused, the running config stays: %s", "; ".join(reasons))
+            return
+        if (config.server, config.kafka) != (self.config.server, self.config.kafka):
+            log.warning("reload: [server] and [kafka] changes need a restart; routes reloaded")
+        self.context.routes = routes
+        log.info("reloaded: %d routes", len(routes.routes))
 
     async def drain(self) -> None:
         """Readiness off, stop accepting, answer everything in flight, hand the spool over."""
@@ -198,17 +241,42 @@ class Hookd:
         )
 
 
+class _AdminView:
+    """A serving process, as its admin listener sees it."""
+
+    def __init__(self, hookd: Hookd) -> None:
+        self._hookd = hookd
+
+    async def not_ready(self) -> str | None:
+        return self._hookd.not_ready()
+
+    async def metrics(self) -> bytes:
+        return self._hookd.metrics.render()
+
+
 def _age_s(timestamp_ms: int | None) -> float:
     return 0.0 if timestamp_ms is None else max(time.time() - timestamp_ms / 1000, 0.0)
 
 
-def serve(config: Config) -> None:
-    """Build everything that can fail before the loop runs, then serve until a signal."""
+@dataclass(frozen=True)
+class Prepared:
+    """What every serving process starts from, built once before any fork."""
+
+    config: Config
+    routes: RouteTable
+    broker: Broker
+    #: Reads the config again (file and command-line overrides), for SIGHUP.
+    reread: Callable[[], Config] | None = None
+
+
+def prepare(config: Config, reread: Callable[[], Config] | None = None) -> Prepared:
+    """Everything that can fail before serving: routes, the broker, the topics."""
     routes = build_routes(config)
     app = kafka_application(config)
+    broker = app.config.broker_address
     connect_timeout = config.kafka.connect_timeout_s
     try:
-        TopicAdmin(app.config.broker_address).list_topics(timeout=connect_timeout)
+        TopicAdmin(broker).list_topics(timeout=connect_timeout)
     except KafkaException as exc:
         raise StartupError(
             f"broker not reachable within {connect_timeout:g}s (kafka.connect_timeout_s): "
@@ -218,9 +286,56 @@ def serve(config: Config) -> None:
         routes = resolve_topics(app, routes)
     except Exception as exc:  # quixstreams raises assorted types for an unreachable broker
         raise StartupError(f"cannot resolve topics on the broker: {exc}") from exc
+    return Prepared(config, routes, broker, reread)
 
-    async def main() -> None:
-        hookd = await Hookd.open(config, routes, app)
-        await hookd.run()
 
-    uvloop.run(main())
+def reload_routes(prepared: Prepared, running: RouteTable) -> tuple[Config, RouteTable]:
+    """The route table of the config as it is now on disk (blocking: run it in a thread).
+
+    Raises ``ConfigError`` for an invalid config and ``StartupError`` when its topics cannot
+    be resolved or it changes the spool, which only a restart can apply. A route whose path
+    and window size stay keeps its redelivery window.
+    """
+    assert prepared.reread is not None
+    config = prepared.reread()
+    if config.spool != prepared.config.spool:
+        raise StartupError("[spool] changed; restart hookd to apply it")
+    routes = build_routes(config)
+    try:
+        routes = resolve_topics(kafka_application(config), routes)
+    except Exception as exc:
+        raise StartupError(f"cannot resolve topics on the broker: {exc}") from exc
+    kept = {route.path: route.dedup for route in running.routes}
+    return config, RouteTable(
+        tuple(
+            dataclasses.replace(route, dedup=kept[route.path])
+            if route.dedup is not None
+            and (old := kept.get(route.path)) is not None
+            and (old.max_entries, old.ttl_s) == (route.dedup.max_entries, route.dedup.ttl_s)
+            else route
+            for route in routes.routes
+        )
+    )
+
+
+async def run_worker(
+    prepared: Prepared,
+    worker_index: int = 0,
+    *,
+    reuse_port: bool = False,
+    admin_path: str | None = None,
+) -> None:
+    hookd = await Hookd.open(prepared, worker_index)
+    await hookd.run(reuse_port=reuse_port, admin_path=admin_path)
+
+
+def serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
+    """Serve with ``server.workers`` processes (0: one per CPU); return the exit status."""
+    prepared = prepare(config, reread)
+    workers = config.server.workers or os.cpu_count() or 1
+    if workers == 1:
+        uvloop.run(run_worker(prepared))
+        return 0
+    from hookd.workers import supervise
+
+    return supervise(prepared, workers)

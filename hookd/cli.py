@@ -44,17 +44,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _silence_dependency_warning()
     from hookd.app import StartupError, serve  # heavy imports only when serving
 
-    config = load(_config_path(args.config)).with_overrides(
-        listen=args.listen, workers=args.workers, broker=args.broker
-    )
-    if config.server.workers != 1:
-        raise ConfigError([("server.workers", "this version runs a single process: set 1")])
+    path = _config_path(args.config)
+
+    def read() -> Config:
+        return load(path).with_overrides(
+            listen=args.listen, workers=args.workers, broker=args.broker
+        )
+
+    config = read()
     try:
-        serve(config)
+        return serve(config, reread=read)
     except StartupError as exc:
         logging.getLogger("hookd").error("cannot start: %s", exc)
         return 1
-    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -133,3 +133,49 @@ def _family(
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+#: Families whose samples are not added up across workers.
+_MERGE_MAX = frozenset({"hookd_build_info", "hookd_spool_oldest_age_seconds"})
+_MERGE_MIN = frozenset({"hookd_broker_up"})
+
+
+def merge_expositions(texts: Iterable[bytes]) -> bytes:
+    """Several workers' ``render()`` output as one: counters, histograms and most gauges add
+    up; ``hookd_broker_up`` is the minimum (down if any worker cannot reach the broker), build
+    info and the oldest spooled record's age the maximum."""
+    headers: dict[str, list[str]] = {}
+    samples: dict[str, dict[str, float]] = {}
+    for text in texts:
+        family = ""
+        for line in text.decode().splitlines():
+            if line.startswith("# "):
+                parts = line.split(" ", 3)
+                family = parts[2]
+                family_headers = headers.setdefault(family, [])
+                if line not in family_headers:
+                    family_headers.append(line)
+                samples.setdefault(family, {})
+                continue
+            if not line:
+                continue
+            key, _, raw = line.rpartition(" ")
+            value = float(raw)
+            known = samples[family]
+            if key not in known:
+                known[key] = value
+            elif family in _MERGE_MAX:
+                known[key] = max(known[key], value)
+            elif family in _MERGE_MIN:
+                known[key] = min(known[key], value)
+            else:
+                known[key] += value
+    lines: list[str] = []
+    for family, family_headers in headers.items():
+        lines += family_headers
+        lines += [f"{key} {_number(value)}" for key, value in samples[family].items()]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)

@@ -1,0 +1,261 @@
+"""``workers = N``: N serving processes share the public port with SO_REUSEPORT.
+
+The supervisor is a small synchronous process manager: it forks the workers after the heavy
+imports and the start-up checks (``hookd.app.prepare``), so each worker starts in
+milliseconds and owns its own producer and spool file; it restarts a worker that dies, with
+backoff; it passes SIGTERM, SIGINT and SIGHUP on to every worker. It never runs an event loop
+itself, so forking stays safe. One more child, the admin process, serves ``admin_listen`` for
+the whole set: it asks every worker over that worker's unix socket and merges the answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import uvloop
+
+from hookd.admin import AdminProtocol
+from hookd.app import Prepared, StartupError, listen_socket, run_worker
+from hookd.metrics import merge_expositions
+
+log = logging.getLogger("hookd.workers")
+
+#: First restart delay of a crashed worker; doubles per crash up to the maximum.
+RESTART_BACKOFF_S = 0.5
+RESTART_BACKOFF_MAX_S = 30.0
+#: A worker that ran this long before dying restarts without accumulated backoff.
+HEALTHY_AFTER_S = 60.0
+#: How long the admin process waits for one worker's answer.
+WORKER_QUERY_TIMEOUT_S = 2.0
+
+
+def supervise(prepared: Prepared, count: int) -> int:
+    """Run ``count`` workers until SIGTERM/SIGINT; exit status 0 when every worker drained."""
+    gc.collect()  # drop the start-up Kafka clients before forking
+    server = prepared.config.server
+    # Fail here, clearly, rather than in N crash-looping children.
+    listen_socket(server.listen_address, reuse_port=True).close()
+    listen_socket(server.admin_address).close()
+    runtime = Path(tempfile.mkdtemp(prefix="hookd-"))
+    sockets = [str(runtime / f"worker-{index}.sock") for index in range(count)]
+    try:
+        return _Supervisor(prepared, sockets).run()
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+class _Supervisor:
+    def __init__(self, prepared: Prepared, sockets: list[str]) -> None:
+        self._prepared = prepared
+        self._sockets = sockets
+        self._workers: dict[int, int] = {}  # pid -> worker index
+        self._started_at: dict[int, float] = {}  # worker index -> monotonic start
+        self._backoff: dict[int, float] = {}
+        self._restart_at: dict[int, float] = {}
+        self._admin_pid: int | None = None
+        self._stopping = False
+        self._failed = False
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        for index in range(len(self._sockets)):
+            self._start_worker(index)
+        self._admin_pid = _fork(lambda: _admin_main(self._prepared, self._sockets))
+        log.info("supervisor: %d workers", len(self._sockets))
+        while not self._stopping:
+            self._reap()
+            now = time.monotonic()
+            for index, due in list(self._restart_at.items()):
+                if now >= due:
+                    del self._restart_at[index]
+                    self._start_worker(index)
+            time.sleep(0.1)
+        return self._shut_down()
+
+    def _on_stop(self, signum: int, frame: object) -> None:
+        self._stopping = True
+
+    def _on_hup(self, signum: int, frame: object) -> None:
+        for pid in self._workers:
+            _signal(pid, signal.SIGHUP)
+
+    def _start_worker(self, index: int) -> None:
+        pid = _fork(lambda: _worker_main(self._prepared, index, self._sockets[index]))
+        self._workers[pid] = index
+        self._started_at[index] = time.monotonic()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self._admin_pid:
+                log.error("admin process exited (%s); restarting it", _describe(status))
+                self._admin_pid = _fork(lambda: _admin_main(self._prepared, self._sockets))
+                continue
+            index = self._workers.pop(pid, None)
+            if index is None:
+                continue
+            lived = time.monotonic() - self._started_at[index]
+            backoff = self._backoff.get(index, RESTART_BACKOFF_S / 2) * 2
+            if lived >= HEALTHY_AFTER_S:
+                backoff = RESTART_BACKOFF_S
+            backoff = min(backoff, RESTART_BACKOFF_MAX_S)
+            self._backoff[index] = backoff
+            self._restart_at[index] = time.monotonic() + backoff
+            log.error(
+                "worker %d (pid %d) exited (%s) after %.1fs; restarting in %.1fs",
+                index,
+                pid,
+                _describe(status),
+                lived,
+                backoff,
+            )
+
+    def _shut_down(self) -> int:
+        """Fan SIGTERM out, wait for every worker's drain (bounded), then stop admin."""
+        log.info("supervisor: stopping %d workers", len(self._workers))
+        for pid in self._workers:
+            _signal(pid, signal.SIGTERM)
+        kafka = self._prepared.config.kafka
+        deadline = time.monotonic() + kafka.ack_timeout_s + 10
+        while self._workers and time.monotonic() < deadline:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.05)
+                continue
+            if pid == self._admin_pid:
+                self._admin_pid = None
+            elif self._workers.pop(pid, None) is not None and status != 0:
+                self._failed = True
+                log.error("worker pid %d exited (%s) while draining", pid, _describe(status))
+        for pid in self._workers:
+            log.error("worker pid %d did not drain in time; killing it", pid)
+            _signal(pid, signal.SIGKILL)
+            self._failed = True
+        if self._admin_pid is not None:
+            _signal(self._admin_pid, signal.SIGTERM)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._admin_pid, 0)
+        return 1 if self._failed else 0
+
+
+def _fork(child: Callable[[], None]) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        child()
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        code = 1
+    except BaseException:
+        log.exception("child failed")
+        code = 1
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"status {os.waitstatus_to_exitcode(status)}"
+
+
+def _worker_main(prepared: Prepared, index: int, admin_path: str) -> None:
+    if os.path.exists(admin_path):
+        os.unlink(admin_path)  # left by a predecessor that crashed
+    uvloop.run(run_worker(prepared, index, reuse_port=True, admin_path=admin_path))
+
+
+# -- the admin process: one view of the whole set ------------------------------------------
+
+
+class _SetView:
+    """``/readyz`` and ``/metrics`` for every worker, asked over their unix sockets."""
+
+    def __init__(self, sockets: list[str]) -> None:
+        self._sockets = sockets
+
+    async def not_ready(self) -> str | None:
+        answers = await asyncio.gather(*(_ask(path, "/readyz") for path in self._sockets))
+        problems = [
+            f"worker {index}: {_problem(answer)}"
+            for index, answer in enumerate(answers)
+            if answer is None or answer[0] != 200
+        ]
+        return "; ".join(problems) or None
+
+    async def metrics(self) -> bytes:
+        answers = await asyncio.gather(*(_ask(path, "/metrics") for path in self._sockets))
+        up = [body for answer in answers if answer is not None for body in (answer[1],)]
+        workers = (
+            "# HELP hookd_workers Worker processes answering the supervisor.\n"
+            f"# TYPE hookd_workers gauge\nhookd_workers {len(up)}\n"
+        ).encode()
+        return merge_expositions([*up, workers])
+
+
+def _problem(answer: tuple[int, bytes] | None) -> str:
+    if answer is None:
+        return "not answering"
+    return answer[1].decode(errors="replace").strip().removeprefix("not ready: ")
+
+
+async def _ask(path: str, target: str) -> tuple[int, bytes] | None:
+    """GET ``target`` from a worker's admin socket; ``None`` if it does not answer."""
+    try:
+        async with asyncio.timeout(WORKER_QUERY_TIMEOUT_S):
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(f"GET {target} HTTP/1.1\r\nHost: worker\r\n\r\n".encode())
+            raw = await reader.read()
+            writer.close()
+    except (OSError, TimeoutError):
+        return None
+    head, _, body = raw.partition(b"\r\n\r\n")
+    try:
+        return int(head.split(b" ", 2)[1]), body
+    except (IndexError, ValueError):
+        return None
+
+
+def _admin_main(prepared: Prepared, sockets: list[str]) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, lambda: None)  # the supervisor decides
+        view = _SetView(sockets)
+        sock = listen_socket(prepared.config.server.admin_address)
+        server = await loop.create_server(lambda: AdminProtocol(view), sock=sock)
+        await stop.wait()
+        server.close()
+
+    uvloop.run(main())

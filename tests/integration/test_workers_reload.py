@@ -1,0 +1,112 @@
+"""Several workers behind one port, and SIGHUP reload."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from http_client import Client, request, segment_request
+from support import http_get, read_topic, unique_topic
+
+SECRET = b"w-secret"
+
+
+def route(topic: str, secret: str = "w-secret", path: str = "/in") -> dict[str, object]:
+    return {"path": path, "topic": topic, "verify": "segment", "secrets": [secret]}
+
+
+def metric(port: int, name: str) -> float:
+    for line in http_get(port, "/metrics")[1].decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as file:
+        return [int(p) for p in file.read().split()]
+
+
+def wait_for(condition, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_two_workers_share_the_port_and_answer_as_one(broker, start_hookd):
+    topic = unique_topic("workers")
+    hookd = start_hookd([route(topic)], server={"workers": 2})
+    assert wait_for(lambda: metric(hookd.admin_port, "hookd_workers") == 2)
+    bodies = [f'{{"n":{i}}}'.encode() for i in range(40)]
+    for body in bodies:  # a new connection each: the kernel spreads them over the workers
+        assert request(hookd.address, segment_request("/in", body, SECRET)).status == 200
+    assert {r.value() for r in read_topic(broker.address, topic, 40)} == set(bodies)
+    text = http_get(hookd.admin_port, "/metrics")[1].decode()
+    assert 'hookd_requests_total{route="/in",code="200"} 40' in text  # summed over workers
+    assert http_get(hookd.admin_port, "/readyz")[0] == 200
+
+    # a crashed worker is replaced, and the set keeps serving meanwhile
+    workers = [pid for pid in children(hookd.process.pid)]
+    os.kill(workers[0], signal.SIGKILL)
+    assert request(hookd.address, segment_request("/in", b'{"during":1}', SECRET)).status == 200
+    assert wait_for(lambda: len(children(hookd.process.pid)) == 3)  # 2 workers + admin
+    assert wait_for(lambda: metric(hookd.admin_port, "hookd_workers") == 2)
+    assert "restarting in" in hookd.log()
+
+    hookd.signal(signal.SIGTERM)
+    assert hookd.wait(30) == 0
+
+
+def test_sighup_swaps_secrets_and_routes_without_dropping_requests(broker, start_hookd):
+    topic = unique_topic("reload")
+    hookd = start_hookd([route(topic, "old-secret")])
+    # A request in flight across the reload: head and half the body before SIGHUP.
+    body = b'{"in":"flight","pad":"' + b"x" * 200 + b'"}'
+    raw = segment_request("/in", body, b"old-secret")
+    held = Client(hookd.address)
+    held.send(raw[: len(raw) - 100])
+
+    config = hookd.config_path.read_text()
+    hookd.config_path.write_text(
+        config.replace('"old-secret"', '"old-secret", "new-secret"')
+        + '\n[[routes]]\npath = "/added"\ntopic = "' + topic + '"\nverify = "segment"\n'
+        'secrets = ["added-secret"]\n'
+    )
+    hookd.signal(signal.SIGHUP)
+    assert wait_for(lambda: "reloaded: 2 routes" in hookd.log())
+    held.send(raw[len(raw) - 100 :])
+    assert held.response().status == 200  # the connection and its request survived
+    held.close()
+    assert request(hookd.address, segment_request("/in", b"{}", b"new-secret")).status == 200
+    assert request(hookd.address, segment_request("/added", b"{}", b"added-secret")).status == 200
+
+    # rotation done: the old secret removed
+    hookd.config_path.write_text(
+        hookd.config_path.read_text().replace('"old-secret", "new-secret"', '"new-secret"')
+    )
+    hookd.signal(signal.SIGHUP)
+    assert wait_for(lambda: hookd.log().count("reloaded: 2 routes") == 2)
+    assert request(hookd.address, segment_request("/in", b"{}", b"old-secret")).status == 401
+
+    # an invalid config is refused and the running one stays
+    hookd.config_path.write_text(hookd.config_path.read_text() + "\n[[routes]]\npath = 1\n")
+    hookd.signal(signal.SIGHUP)
+    assert wait_for(lambda: "reload refused, the running config stays" in hookd.log())
+    assert "routes[2].path" in hookd.log()
+    assert request(hookd.address, segment_request("/in", b"{}", b"new-secret")).status == 200
+    assert hookd.process.poll() is None
+    assert body in {r.value() for r in read_topic(broker.address, topic, 4)}
+
+
+def test_sighup_reaches_every_worker(broker, start_hookd):
+    topic = unique_topic("reload-workers")
+    hookd = start_hookd([route(topic, "one")], server={"workers": 2})
+    hookd.config_path.write_text(hookd.config_path.read_text().replace('"one"', '"two"'))
+    hookd.signal(signal.SIGHUP)
+    assert wait_for(lambda: hookd.log().count("reloaded: 1 routes") == 2)
+    for _ in range(10):  # new connections land on both workers
+        assert request(hookd.address, segment_request("/in", b"{}", b"two")).status == 200
