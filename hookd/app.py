@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from quixstreams.kafka import ConnectionConfig
 from quixstreams.models.topics.admin import TopicAdmin
 
 from hookd.admin import AdminProtocol
-from hookd.config import Config, ConfigError, HostPort
+from hookd.config import Config, ConfigError, HostPort, ServerConfig
 from hookd.http.protocol import HttpProtocol, ServerContext, enforce_timeouts
 from hookd.metrics import Metrics
 from hookd.publish.outbox import Outbox
@@ -57,6 +58,7 @@ def kafka_application(config: Config) -> Application:
     return Application(
         broker_address=config.kafka.broker(os.environ),
         producer_extra_config=producer_config(config),
+        loglevel=None,  # its records go through hookd's handler (hookd.logs)
     )
 
 
@@ -89,6 +91,20 @@ def listen_socket(address: HostPort, *, reuse_port: bool = False) -> socket.sock
     sock.listen(2048)
     sock.setblocking(False)
     return sock
+
+
+def tls_context(server: ServerConfig) -> ssl.SSLContext | None:
+    """The public listener's TLS settings, when ``tls_cert`` and ``tls_key`` are set."""
+    if server.tls_cert is None or server.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(server.tls_cert, server.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"cannot load the TLS certificate or key: {exc}") from None
+    return context
 
 
 class Hookd:
@@ -179,7 +195,9 @@ class Hookd:
         else:
             admin = await loop.create_unix_server(lambda: AdminProtocol(source), path=admin_path)
         self._servers = [
-            await loop.create_server(lambda: HttpProtocol(self.context), sock=public),
+            await loop.create_server(
+                lambda: HttpProtocol(self.context), sock=public, ssl=tls_context(server)
+            ),
             admin,
         ]
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -270,8 +288,9 @@ class Prepared:
 
 
 def prepare(config: Config, reread: Callable[[], Config] | None = None) -> Prepared:
-    """Everything that can fail before serving: routes, the broker, the topics."""
+    """Everything that can fail before serving: routes, TLS files, the broker, the topics."""
     routes = build_routes(config)
+    tls_context(config.server)
     app = kafka_application(config)
     broker = app.config.broker_address
     connect_timeout = config.kafka.connect_timeout_s

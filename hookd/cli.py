@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from hookd.config import Config, ConfigError, load
+from hookd.logs import configure as configure_logging
 from hookd.routing import RouteTable, build_routes
 from hookd.verify import CannotSign
 
@@ -124,6 +125,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="HOST:PORT, overrides server.listen")
     serve.add_argument("--workers", type=int, help="overrides server.workers")
     serve.add_argument("--broker", help="Kafka bootstrap address, overrides kafka.broker_address")
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("HOOKD_LOG_FORMAT", "text"),
+        help="stderr log lines as text or JSON (default: $HOOKD_LOG_FORMAT or text)",
+    )
     serve.set_defaults(run=cmd_serve)
     check = sub.add_parser("check", help="validate a config and print the route table")
     check.add_argument("--config", help="TOML config (default: $HOOKD_CONFIG)")
@@ -138,11 +145,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(getattr(args, "log_format", "text"))
+
     try:
         return args.run(args)
     except ConfigError as exc:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _FILE_PREFIX = "file:"
@@ -78,6 +78,16 @@ class ServerConfig(_Model):
     header_timeout_s: PositiveFloat = 10
     body_timeout_s: PositiveFloat = 30
     idle_timeout_s: PositiveFloat = 75
+    access_log: bool = False
+    #: TLS on the public listener, for deployments that expose hookd directly.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
 
     @field_validator("listen", "admin_listen")
     @classmethod

@@ -26,6 +26,7 @@ import uvloop
 
 from hookd.admin import AdminProtocol
 from hookd.app import Prepared, StartupError, listen_socket, run_worker
+from hookd.logs import tag_worker
 from hookd.metrics import merge_expositions
 
 log = logging.getLogger("hookd.workers")
@@ -190,6 +191,7 @@ def _describe(status: int) -> str:
 
 
 def _worker_main(prepared: Prepared, index: int, admin_path: str) -> None:
+    tag_worker(index)
     if os.path.exists(admin_path):
         os.unlink(admin_path)  # left by a predecessor that crashed
     uvloop.run(run_worker(prepared, index, reuse_port=True, admin_path=admin_path))

@@ -204,3 +204,8 @@ def test_empty_secret_is_refused():
         "config error: routes[0].secrets: "
         "an empty secret would accept anything (is a variable empty?)"
     ]
+
+
+def test_tls_cert_and_key_go_together():
+    [line] = problems({"server": {"tls_cert": "/etc/hookd/cert.pem"}, "routes": [ROUTE]})
+    assert line == "config error: server: tls_cert and tls_key go together"
