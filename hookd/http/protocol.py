@@ -42,6 +42,11 @@ log = logging.getLogger("hookd.http")
 
 #: Longest request target accepted (414 beyond).
 MAX_TARGET_BYTES = 8192
+#: What a chunked body may spend on framing (size lines, extensions, CRLFs, trailers): this
+#: much per chunk plus a fixed allowance; beyond, 400. h11 discards chunk extensions but accepts
+#: any length of them when the line arrives whole.
+CHUNK_FRAMING_BYTES = 64
+CHUNK_FRAMING_ALLOWANCE = 4096
 #: How often deadlines are checked; timeouts fire up to this much late.
 TIMEOUT_RESOLUTION_S = 0.25
 _HEAD_END = b"\r\n\r\n"
@@ -89,7 +94,10 @@ class HttpProtocol(asyncio.Protocol):
         self._body_length = 0  # Content-Length still to come, in state BODY
         self._chunks: list[bytes] = []
         self._chunked_size = 0
+        self._chunked_fed = 0  # bytes given to h11 for the chunked body, framing included
+        self._chunk_count = 0
         self._h11: h11.Connection | None = None  # in state CHUNKED
+        self._head_request = False  # a HEAD request: its answer carries no body
         self._expects_continue = False
         self._delivery_id: bytes | None = None  # of the request being committed
         self._body_size = 0  # of the request being committed
@@ -192,6 +200,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _on_head(self, request: h11.Request, conn: h11.Connection) -> None:
         """Route the request and decide, before reading its body, whether to take it."""
+        self._head_request = request.method == b"HEAD"
         if len(request.target) > MAX_TARGET_BYTES:
             self._respond(_NO_ROUTE, responses.URI_TOO_LONG)
             return
@@ -231,6 +240,8 @@ class HttpProtocol(asyncio.Protocol):
             self._h11 = conn
             self._chunks = []
             self._chunked_size = 0
+            self._chunked_fed = 0
+            self._chunk_count = 0
         else:
             self._state = _State.BODY
             self._body_length = length
@@ -247,6 +258,7 @@ class HttpProtocol(asyncio.Protocol):
         route = self._route
         assert conn is not None and route is not None
         if self._buffer:
+            self._chunked_fed += len(self._buffer)
             conn.receive_data(bytes(self._buffer))
             self._buffer.clear()
         while True:
@@ -256,21 +268,37 @@ class HttpProtocol(asyncio.Protocol):
                 self._respond(route.path, responses.malformed(str(exc)))
                 return False
             if isinstance(event, h11.Data):
+                self._chunk_count += event.chunk_start
                 self._chunked_size += len(event.data)
                 if self._chunked_size > route.max_body_bytes:
                     self._respond(route.path, responses.BODY_TOO_LARGE)
                     return False
                 self._chunks.append(event.data)
             elif isinstance(event, h11.EndOfMessage):
-                self._buffer += conn.trailing_data[0]  # the next pipelined request, if any
+                rest = conn.trailing_data[0]  # the next pipelined request, if any
+                if self._framing_exceeded(len(rest)):
+                    return False
+                self._buffer += rest
                 self._h11 = None
                 body = b"".join(self._chunks)
                 self._chunks = []
                 self._on_body(body)
                 return True
             else:  # NEED_DATA
+                if self._framing_exceeded(0):  # what h11 holds back is all framing
+                    return False
                 self._maybe_continue()
                 return False
+
+    def _framing_exceeded(self, unread: int) -> bool:
+        """Refuse a chunked body whose framing outgrew its data (a 20 KB chunk extension, say);
+        ``unread``: bytes h11 holds that belong to what follows the body."""
+        framing = self._chunked_fed - unread - self._chunked_size
+        if framing <= CHUNK_FRAMING_ALLOWANCE + CHUNK_FRAMING_BYTES * self._chunk_count:
+            return False
+        assert self._route is not None
+        self._respond(self._route.path, responses.malformed("chunk framing too large"))
+        return True
 
     # -- a complete request ---------------------------------------------------------------
 
@@ -366,13 +394,17 @@ class HttpProtocol(asyncio.Protocol):
     def _respond(self, route: str, answer: Canned) -> None:
         """Send a complete response; then close, or get ready for the next request."""
         self._ctx.metrics.request(route, answer.status)
-        if answer.closes or not self._keep_alive or self._ctx.draining:
-            self._write(answer.close)
+        closing = answer.closes or not self._keep_alive or self._ctx.draining
+        data = answer.close if closing else answer.keep_alive
+        if self._head_request:  # the answer to HEAD has no content (RFC 9110, 9.3.2)
+            data = data[: data.index(_HEAD_END) + len(_HEAD_END)]
+        self._write(data)
+        if closing:
             self._close()
             return
-        self._write(answer.keep_alive)
         self._route = None
         self._request = None
+        self._head_request = False
         if self._buffer:
             self._state = _State.HEAD
             self._deadline = self._loop.time() + self._ctx.config.header_timeout_s
