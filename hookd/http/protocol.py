@@ -394,6 +394,13 @@ class HttpProtocol(asyncio.Protocol):
     def _respond(self, route: str, answer: Canned) -> None:
         """Send a complete response; then close, or get ready for the next request."""
         self._ctx.metrics.request(route, answer.status)
+        if answer.status >= 400:
+            self._log_refusal(route, answer)
+        elif self._ctx.config.access_log:
+            log.info(
+                "answered",
+                extra={"route": route, "status": answer.status, "source_ip": self._source_ip},
+            )
         closing = answer.closes or not self._keep_alive or self._ctx.draining
         data = answer.close if closing else answer.keep_alive
         if self._head_request:  # the answer to HEAD has no content (RFC 9110, 9.3.2)
@@ -411,6 +418,22 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self._state = _State.IDLE
             self._deadline = self._loop.time() + self._ctx.config.idle_timeout_s
+
+    def _log_refusal(self, route: str, answer: Canned) -> None:
+        """One line per refused request, with an id to find it by (500s log their own)."""
+        if answer.status == 500:
+            return
+        log.log(
+            logging.WARNING if answer.status >= 500 else logging.INFO,
+            "refused",
+            extra={
+                "request_id": secrets.token_hex(8),
+                "route": route,
+                "status": answer.status,
+                "reason": answer.reason,
+                "source_ip": self._source_ip,
+            },
+        )
 
     def _internal_error(self, route: Route) -> None:
         request_id = secrets.token_hex(8)

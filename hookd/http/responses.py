@@ -26,23 +26,31 @@ class Canned:
     keep_alive: bytes
     close: bytes
     closes: bool
+    #: What the log says about a refusal; never a value from the request.
+    reason: str = ""
 
 
 def canned(
-    status: int, body: bytes, *, close: bool = False, headers: tuple[Header, ...] = ()
+    status: int,
+    body: bytes,
+    *,
+    close: bool = False,
+    headers: tuple[Header, ...] = (),
+    reason: str = "",
 ) -> Canned:
     head = b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())
     head += b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
     head += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
     keep_alive = head + b"\r\n" + body
     closing = head + b"connection: close\r\n\r\n" + body
-    return Canned(status, keep_alive, closing, close)
+    return Canned(status, keep_alive, closing, close, reason)
 
 
 def error(
     status: int, message: str, *, close: bool = False, headers: tuple[Header, ...] = ()
 ) -> Canned:
-    return canned(status, orjson.dumps({"error": message}) + b"\n", close=close, headers=headers)
+    body = orjson.dumps({"error": message}) + b"\n"
+    return canned(status, body, close=close, headers=headers, reason=message)
 
 
 def malformed(reason: str) -> Canned:
