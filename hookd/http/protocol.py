@@ -90,6 +90,7 @@ class HttpProtocol(asyncio.Protocol):
         self._buffer = bytearray()
         self._route: Route | None = None
         self._request: h11.Request | None = None
+        self._headers: list[tuple[bytes, bytes]] = []  # of self._request, names lower-cased
         self._keep_alive = True
         self._body_length = 0  # Content-Length still to come, in state BODY
         self._chunks: list[bytes] = []
@@ -218,7 +219,11 @@ class HttpProtocol(asyncio.Protocol):
         length = 0
         keep_alive = request.http_version == b"1.1"
         expects_continue = False
-        for name, value in request.headers:
+        # h11's Headers is a Sequence whose iteration indexes item by item; one list of
+        # lower-cased pairs serves the framing below, the verifier and the record.
+        headers = [(name.lower(), value) for name, value in request.headers.raw_items()]
+        self._headers = headers
+        for name, value in headers:
             if name == b"content-length":
                 length = int(value)
             elif name == b"transfer-encoding":
@@ -306,7 +311,7 @@ class HttpProtocol(asyncio.Protocol):
         """The whole request is in: verify it, then make it durable (or answer at once)."""
         route, request = self._route, self._request
         assert route is not None and request is not None
-        verify_request = Request(request.method, request.target, Headers(request.headers), body)
+        verify_request = Request(request.method, request.target, Headers(self._headers), body)
         try:
             verified = route.verifier.verify(verify_request, time.time())
         except Rejected as exc:
