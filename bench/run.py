@@ -1001,7 +1001,8 @@ def chart(path: Path, meta: dict[str, Any], results: list[dict[str, Any]]) -> No
     a = meta["args"]
     fig.suptitle(
         f"hookd vs peers — {meta['date'][:10]}, {meta['machine']['cpu']}, server on 1 pinned CPU, "
-        f"wrk -c{a['connections_count']}, median of {a['rounds']}x{a['duration']:g}s",
+        f"wrk -c{a['connections_count']}, median of {a['rounds']}x{a['duration']:g}s; "
+        "red ! = flagged run (see results.md)",
         fontsize=9,
     )
     fig.tight_layout()
