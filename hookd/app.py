@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import uvloop
 from confluent_kafka import KafkaException
 from quixstreams import Application
+from quixstreams.exceptions import QuixException
 from quixstreams.kafka import ConnectionConfig
 from quixstreams.models.topics.admin import TopicAdmin
 
@@ -291,7 +293,13 @@ def prepare(config: Config, reread: Callable[[], Config] | None = None) -> Prepa
     """Everything that can fail before serving: routes, TLS files, the broker, the topics."""
     routes = build_routes(config)
     tls_context(config.server)
-    app = kafka_application(config)
+    try:
+        app = kafka_application(config)
+    except (QuixException, httpx.HTTPError, ValueError) as exc:
+        # Only Quix Cloud mode talks to anything here: the Portal API refused the token or
+        # workspace (QuixApiRequestFailure), was unreachable after quixstreams' retries
+        # (httpx), or Quix__Portal__Api is missing or its answer invalid (ValueError).
+        raise StartupError(f"cannot get the connection settings from Quix Cloud: {exc}") from None
     broker = app.config.broker_address
     connect_timeout = config.kafka.connect_timeout_s
     try:

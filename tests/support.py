@@ -42,8 +42,10 @@ def render_config(
     routes: list[dict[str, Any]],
     spool: dict[str, Any] | None = None,
 ) -> str:
-    lines = ["[server]", *(f"{k} = {toml_value(v)}" for k, v in server.items())]
-    lines += ["", "[kafka]", *(f"{k} = {toml_value(v)}" for k, v in kafka.items())]
+    """TOML has no null: a ``None`` value in ``server`` or ``kafka`` leaves the key out, so
+    ``kafka={"broker_address": None}`` overrides the launcher's default with no address."""
+    lines = ["[server]", *(f"{k} = {toml_value(v)}" for k, v in server.items() if v is not None)]
+    lines += ["", "[kafka]", *(f"{k} = {toml_value(v)}" for k, v in kafka.items() if v is not None)]
     if spool is not None:
         lines += ["", "[spool]", *(f"{k} = {toml_value(v)}" for k, v in spool.items())]
     for route in routes:
