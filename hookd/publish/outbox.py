@@ -116,15 +116,26 @@ class Outbox:
                 await asyncio.sleep(FORWARD_RETRY_S)
 
     async def close(self, timeout_s: float) -> int:
-        """Stop forwarding, let the publisher deliver what it can within ``timeout_s``, put
-        requests that fall back on the spool into it, and close the spool. Returns how many
+        """Within ``timeout_s``: forward what the spool holds while the broker is up, let the
+        publisher deliver what it can, put requests that fall back on the spool into it, and
+        close the spool (what is left waits there for the next start). Returns how many
         records Kafka left unacked."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        spool = self.spool
+        while (
+            spool is not None
+            and spool.depth
+            and self.publisher.broker_down_since is None
+            and loop.time() < deadline
+        ):
+            await asyncio.sleep(0.05)
         self._closing = True
         if self._forwarder is not None:
             self._forwarder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._forwarder
-        left = await self.publisher.close(timeout_s)
+        left = await self.publisher.close(max(deadline - loop.time(), 0.5))
         await asyncio.sleep(0)  # failed publishes schedule their fallback appends
         if self._fallbacks:
             await asyncio.wait(set(self._fallbacks))

@@ -149,7 +149,8 @@ def test_sigterm_mid_load_with_spool_hands_it_over(own_broker, launcher, tmp_pat
         time.sleep(2)
         first.signal(signal.SIGTERM)
         assert first.wait(20) == 0
-    assert "spool closed with" in first.log()
+    # the broker is up: the drain forwards the spool before exiting
+    assert "spool closed with 0 records" in first.log()
     launcher.start([route(topic, ack="spool")], spool=spool)  # forwards what is left
     lost = report(
         "SIGTERM with ack=spool, restart",
