@@ -21,6 +21,7 @@ _FILE_PREFIX = "file:"
 
 #: Set by Quix Cloud in a deployment's environment; quixstreams reads it itself.
 QUIX_SDK_TOKEN_ENV = "Quix__Sdk__Token"
+QUIX_BROKER_ADDRESS_ENV = "Quix__Broker__Address"
 DEFAULT_BROKER = "127.0.0.1:9092"
 #: Producer settings the guarantee depends on; ``[kafka.extra]`` may not change them.
 FIXED_PRODUCER_SETTINGS = frozenset({"acks", "enable.idempotence", "message.timeout.ms"})
@@ -125,10 +126,12 @@ class KafkaConfig(_Model):
         return value
 
     def broker(self, env: Mapping[str, str]) -> str | None:
-        """The bootstrap address, or ``None`` to connect through Quix Cloud."""
-        if self.broker_address is None and env.get(QUIX_SDK_TOKEN_ENV):
+        """The bootstrap address, or ``None`` to connect through Quix Cloud. quixstreams
+        itself prefers ``Quix__Broker__Address`` to Quix Cloud, and so does this."""
+        address = self.broker_address or env.get(QUIX_BROKER_ADDRESS_ENV)
+        if address is None and env.get(QUIX_SDK_TOKEN_ENV):
             return None
-        return self.broker_address or DEFAULT_BROKER
+        return address or DEFAULT_BROKER
 
 
 class SpoolConfig(_Model):

@@ -130,6 +130,8 @@ def test_a_config_without_kafka_section_is_valid(tmp_path):
     config = load(path, env={})
     assert config.kafka.broker({}) == "127.0.0.1:9092"
     assert config.kafka.broker({"Quix__Sdk__Token": "sdk-abc"}) is None
+    both = {"Quix__Sdk__Token": "sdk-abc", "Quix__Broker__Address": "kafka:9092"}
+    assert config.kafka.broker(both) == "kafka:9092"  # quixstreams leaves Quix mode for it
 
 
 def test_overrides_are_validated_and_keep_the_rest():
