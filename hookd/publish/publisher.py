@@ -82,11 +82,6 @@ class Publisher:
             self._wake.set()
         return future
 
-    @property
-    def pending(self) -> int:
-        """Records queued or awaiting their delivery report."""
-        return len(self._queue) + self._in_flight
-
     # -- the task -------------------------------------------------------------------------
 
     def start(self) -> None:

@@ -68,9 +68,6 @@ class Headers:
                 return value
         return None
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self._items)
-
 
 @dataclass(frozen=True, slots=True)
 class Request:
