@@ -865,6 +865,13 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         f"{a['rounds']} x {a['duration']:g} s; medians of the rounds. Bodies: "
         f"{a['pool']} distinct signed Segment `track` events per size.",
         "- **Versions**: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+    ]
+    for rerun in meta.get("reruns", []):
+        lines.append(
+            f"- **Rerun** {rerun['date']} (`{rerun['command']}`), same load settings, of the "
+            f"runs that were contended or failed: {'; '.join(rerun['runs']) or 'none'}"
+        )
+    lines += [
         "",
         "CPU µs/req = server process tree utime+stime over the measured window ÷ requests. "
         "Server CPU % is of one core (100 % = CPU-bound). Load CPU % = wrk"
@@ -1045,6 +1052,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--verify-patience", type=float, default=20, help="seconds without progress in read-back"
     )
     parser.add_argument("--out", type=Path, default=None, help="default bench/results[/quick]")
+    parser.add_argument(
+        "--rerun-contended",
+        action="store_true",
+        help="rerun only the runs of <out>/results.json flagged contended or failed",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 3.0, 1.0
@@ -1114,41 +1126,79 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     results: list[dict[str, Any]] = []
-    total = len(scenarios) * len(servers)
-    print(f"bench: {total} runs, {meta['machine']['cpu']}, logs in {logdir}", flush=True)
+    # a job is (index to replace or None to append, scenario, server)
+    jobs: list[tuple[int | None, Scenario, ServerSpec]] = [
+        (None, scenario, server) for scenario in scenarios for server in servers
+    ]
+    if args.rerun_contended:
+        meta, results, jobs = _contended_jobs(out, args, meta)
+    print(f"bench: {len(jobs)} runs, {meta['machine']['cpu']}, logs in {logdir}", flush=True)
     probe_bodies: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="bench-bodies-") as tmp:
-        for scenario in scenarios:
+        for n, (index, scenario, server) in enumerate(jobs, 1):
             bodies = Path(tmp) / f"{scenario.size_name}.txt"
             if scenario.size_name not in probe_bodies:  # same bodies for every server
                 probe_bodies[scenario.size_name] = write_bodies(
                     bodies, secret, scenario.body_bytes, args.pool, seed=scenario.body_bytes
                 )
             probe_body = probe_bodies[scenario.size_name]
-            for server in servers:
-                n = len(results) + 1
-                print(f"[{n}/{total}] {scenario.name:<15} {server.label} ...", flush=True)
-                try:
-                    result = run_one(server, scenario, args, bodies, probe_body, secret, logdir)
-                except Skip as exc:
-                    result = _not_measured(server, scenario, "skipped", str(exc))
-                except KeyboardInterrupt:
-                    print("bench: interrupted; writing what was measured", flush=True)
-                    write_report(out, meta, results)
-                    return 130
-                except Exception as exc:  # one broken run must not lose the others
-                    result = _not_measured(
-                        server, scenario, "failed", f"{type(exc).__name__}: {exc}"
-                    )
+            print(f"[{n}/{len(jobs)}] {scenario.name:<15} {server.label} ...", flush=True)
+            try:
+                result = run_one(server, scenario, args, bodies, probe_body, secret, logdir)
+            except Skip as exc:
+                result = _not_measured(server, scenario, "skipped", str(exc))
+            except KeyboardInterrupt:
+                print("bench: interrupted; writing what was measured", flush=True)
+                write_report(out, meta, results)
+                return 130
+            except Exception as exc:  # one broken run must not lose the others
+                result = _not_measured(server, scenario, "failed", f"{type(exc).__name__}: {exc}")
+            if index is None:
                 results.append(result)
-                print("    " + _summary(result), flush=True)
-                write_report(out, meta, results)  # partial results survive a crash
+            else:
+                result["rerun_at"] = meta["reruns"][-1]["date"]
+                results[index] = result
+            print("    " + _summary(result), flush=True)
+            write_report(out, meta, results)  # partial results survive a crash
     print(f"bench: wrote {out / 'results.md'}, results.json, chart.png", flush=True)
     for row in ratios(results):
         print(f"    ratio {row[0]:<15} {row[1]} / {row[2]}: req/s x{row[3]:.2f}, "
               f"CPU/req x{row[4]:.2f}")  # fmt: skip
     bad = [r for r in results if r["status"] == "ok" and not r["records"]["ok"]]
     return 1 if bad else 0
+
+
+def _contended_jobs(
+    out: Path, args: argparse.Namespace, meta: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[tuple[int | None, Scenario, ServerSpec]]]:
+    """--rerun-contended: reload results.json and plan the runs flagged contended or failed.
+
+    The load settings are taken from the stored run so the replaced rows stay comparable;
+    the rerun is recorded in meta["reruns"] and on each replaced row.
+    """
+    path = out / "results.json"
+    if not path.exists():
+        sys.exit(f"bench: --rerun-contended needs a previous {path}")
+    stored = json.loads(path.read_text())
+    old_meta, results = stored["meta"], stored["results"]
+    for key in ("rounds", "duration", "warmup", "connections_count", "pool", "server_cpu",
+                "load_cpu", "broker_cpu", "max_foreign_cpu"):  # fmt: skip
+        setattr(args, key, old_meta["args"][key])
+    by_name = {s.name: s for s in SERVERS}
+    jobs: list[tuple[int | None, Scenario, ServerSpec]] = [
+        (i, Scenario(r["size"], SIZES[r["size"]], r["connection"]), by_name[r["server"]])
+        for i, r in enumerate(results)
+        if r["status"] == "failed" or any(f.startswith("contended") for f in r["flags"])
+    ]
+    old_meta.setdefault("reruns", []).append(
+        {
+            "date": meta["date"],
+            "command": meta["command"],
+            "runs": [f"{server.label}, {scenario.name}" for _, scenario, server in jobs],
+            "versions": meta["versions"],
+        }
+    )
+    return old_meta, results, jobs
 
 
 def _not_measured(
