@@ -614,6 +614,14 @@ def probe(port: int, secret: str, body: bytes) -> int | None:
 # --------------------------------------------------------------------------- one run
 
 
+def hookd_digest() -> str:
+    """A digest of hookd's sources now: the tree is shared, and hookd can change mid-run."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "hookd").rglob("*.py")):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _first_error(log: str) -> str:
     """The log's most telling line (a config error, an exception), for one-line summaries."""
     lines = [x.strip() for x in log.splitlines() if x.strip()]
@@ -651,6 +659,7 @@ def run_one(
         "size": scenario.size_name,
         "connection": scenario.connection,
         "status": "ok",
+        "hookd_sources": hookd_digest(),
         "flags": [],  # problems: errors, lost records, a load side that limits the numbers
         "notes": [],  # worth knowing, not a problem
     }
@@ -870,6 +879,19 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         lines.append(
             f"- **Rerun** {rerun['date']} (`{rerun['command']}`), same load settings, of the "
             f"runs that were contended or failed: {'; '.join(rerun['runs']) or 'none'}"
+        )
+    main_rev = meta["versions"].get("hookd git")
+    revs = {r["versions"].get("hookd git") for r in meta.get("reruns", [])} - {main_rev}
+    digests = {
+        r["hookd_sources"] for r in results if r.get("family") == "hookd" and "hookd_sources" in r
+    }
+    if revs or len(digests) > 1:
+        lines.append(
+            f"- **WARNING: hookd changed during this result set** (git {main_rev}, then "
+            f"{', '.join(sorted(map(str, revs))) or 'uncommitted edits'}"
+            + (f"; {len(digests)} distinct hookd source digests" if len(digests) > 1 else "")
+            + "). hookd rows may come "
+            "from different code: rerun the whole set on a frozen tree before comparing them."
         )
     lines += [
         "",
