@@ -303,7 +303,7 @@ def prepare(config: Config, reread: Callable[[], Config] | None = None) -> Prepa
     broker = app.config.broker_address
     connect_timeout = config.kafka.connect_timeout_s
     try:
-        TopicAdmin(broker).list_topics(timeout=connect_timeout)
+        TopicAdmin(broker, extra_config=config.kafka.extra).list_topics(timeout=connect_timeout)
     except KafkaException as exc:
         raise StartupError(
             f"broker not reachable within {connect_timeout:g}s (kafka.connect_timeout_s): "
@@ -316,22 +316,34 @@ def prepare(config: Config, reread: Callable[[], Config] | None = None) -> Prepa
     return Prepared(config, routes, broker, reread)
 
 
-def reload_routes(prepared: Prepared, running: RouteTable) -> tuple[Config, RouteTable]:
-    """The route table of the config as it is now on disk (blocking: run it in a thread).
+def reloaded_config(prepared: Prepared) -> Config:
+    """The config as it is now on disk, validated, routes included (no broker contact).
 
-    Raises ``ConfigError`` for an invalid config and ``StartupError`` when its topics cannot
-    be resolved or it changes the spool, which only a restart can apply. A route whose path
-    and window size stay keeps its redelivery window.
+    Raises ``ConfigError`` for an invalid config and ``StartupError`` when it changes the
+    spool, which only a restart can apply.
     """
     assert prepared.reread is not None
     config = prepared.reread()
     if config.spool != prepared.config.spool:
         raise StartupError("[spool] changed; restart hookd to apply it")
+    build_routes(config)
+    return config
+
+
+def resolved_routes(config: Config) -> RouteTable:
+    """The route table of ``config`` with its topics created or looked up (blocking)."""
     routes = build_routes(config)
     try:
-        routes = resolve_topics(kafka_application(config), routes)
+        return resolve_topics(kafka_application(config), routes)
     except Exception as exc:
         raise StartupError(f"cannot resolve topics on the broker: {exc}") from exc
+
+
+def reload_routes(prepared: Prepared, running: RouteTable) -> tuple[Config, RouteTable]:
+    """The routes of the config on disk (blocking: run it in a thread). A route whose path
+    and window size stay keeps its redelivery window."""
+    config = reloaded_config(prepared)
+    routes = resolved_routes(config)
     kept = {route.path: route.dedup for route in running.routes}
     return config, RouteTable(
         tuple(

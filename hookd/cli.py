@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import shlex
+import signal
 import sys
 import time
 import warnings
@@ -42,6 +43,8 @@ def _silence_dependency_warning() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Start-up can take seconds (broker, topics); a SIGHUP meanwhile must not kill hookd.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _silence_dependency_warning()
     from hookd.app import StartupError, serve  # heavy imports only when serving
 

@@ -23,6 +23,9 @@ _FILE_PREFIX = "file:"
 QUIX_SDK_TOKEN_ENV = "Quix__Sdk__Token"
 QUIX_BROKER_ADDRESS_ENV = "Quix__Broker__Address"
 DEFAULT_BROKER = "127.0.0.1:9092"
+#: librdkafka's default ``message.max.bytes``, and the room a record needs beyond its body.
+KAFKA_MESSAGE_MAX_BYTES = 1_000_000
+RECORD_OVERHEAD_BYTES = 16_384
 #: Producer settings the guarantee depends on; ``[kafka.extra]`` may not change them.
 FIXED_PRODUCER_SETTINGS = frozenset({"acks", "enable.idempotence", "message.timeout.ms"})
 
@@ -71,7 +74,9 @@ class ServerConfig(_Model):
     listen: str = "0.0.0.0:8080"
     admin_listen: str = "127.0.0.1:9090"
     workers: Annotated[int, Field(ge=0)] = 1
-    max_body_bytes: PositiveInt = 1_048_576
+    #: 960 KiB: a record (body + key + headers) must fit librdkafka's default
+    #: message.max.bytes of 1,000,000; see ``check_kafka_fits``.
+    max_body_bytes: PositiveInt = 983_040
     max_header_bytes: PositiveInt = 16_384
     max_connections: PositiveInt = 10_000
     max_in_flight: PositiveInt = 10_000
@@ -306,6 +311,7 @@ def validate(raw: dict[str, Any], env: Mapping[str, str], base: Path = Path()) -
         if route.path in seen:
             problems.append((f"routes[{i}].path", f"duplicate of routes[{seen[route.path]}]"))
         seen.setdefault(route.path, i)
+        problems += check_kafka_fits(config, i, route)
         if config.spool is None:
             if route.ack == "spool":
                 problems.append((f"routes[{i}].ack", 'ack = "spool" needs a [spool] section'))
@@ -316,6 +322,25 @@ def validate(raw: dict[str, Any], env: Mapping[str, str], base: Path = Path()) -
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def check_kafka_fits(config: Config, index: int, route: RouteConfig) -> list[tuple[str, str]]:
+    """A body hookd accepts must fit in one Kafka record: a 2xx for an event the producer
+    would refuse (or a spooled one it could never forward) breaks the guarantee."""
+    limit = int(config.kafka.extra.get("message.max.bytes", KAFKA_MESSAGE_MAX_BYTES))
+    allowed = limit - RECORD_OVERHEAD_BYTES
+    body = route.max_body_bytes or config.server.max_body_bytes
+    if body <= allowed:
+        return []
+    key = f"routes[{index}].max_body_bytes" if route.max_body_bytes else "server.max_body_bytes"
+    return [
+        (
+            key,
+            f"{body} does not fit in a Kafka record: at most {allowed} (message.max.bytes {limit} "
+            f'less {RECORD_OVERHEAD_BYTES} for key and headers); raise "message.max.bytes" in '
+            "[kafka.extra] and the topic's max.message.bytes, or lower this",
+        )
+    ]
 
 
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -25,7 +26,15 @@ from pathlib import Path
 import uvloop
 
 from hookd.admin import AdminProtocol
-from hookd.app import Prepared, StartupError, listen_socket, run_worker
+from hookd.app import (
+    Prepared,
+    StartupError,
+    listen_socket,
+    reloaded_config,
+    resolved_routes,
+    run_worker,
+)
+from hookd.config import Config, ConfigError
 from hookd.logs import tag_worker
 from hookd.metrics import merge_expositions
 
@@ -66,6 +75,8 @@ class _Supervisor:
         self._admin_pid: int | None = None
         self._stopping = False
         self._failed = False
+        self._hup_pending = False
+        self._latest: Config | None = None  # the last config reloaded with SIGHUP
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -76,6 +87,8 @@ class _Supervisor:
         self._admin_pid = _fork(lambda: _admin_main(self._prepared, self._sockets))
         log.info("supervisor: %d workers", len(self._sockets))
         while not self._stopping:
+            if self._hup_pending:
+                self._remember_reload()
             self._reap()
             now = time.monotonic()
             for index, due in list(self._restart_at.items()):
@@ -91,9 +104,22 @@ class _Supervisor:
     def _on_hup(self, signum: int, frame: object) -> None:
         for pid in self._workers:
             _signal(pid, signal.SIGHUP)
+        self._hup_pending = True
+
+    def _remember_reload(self) -> None:
+        """Keep the config the workers just reloaded, so that a worker restarted later serves
+        it too, not the start-up routes and secrets. Validation only: no Kafka client may
+        exist in this process, which forks."""
+        self._hup_pending = False
+        if self._prepared.reread is None:
+            return
+        # An invalid config: the workers refuse it too and log why; the last good one stays.
+        with contextlib.suppress(ConfigError, StartupError):
+            self._latest = reloaded_config(self._prepared)
 
     def _start_worker(self, index: int) -> None:
-        pid = _fork(lambda: _worker_main(self._prepared, index, self._sockets[index]))
+        latest = self._latest
+        pid = _fork(lambda: _worker_main(self._prepared, index, self._sockets[index], latest))
         self._workers[pid] = index
         self._started_at[index] = time.monotonic()
 
@@ -165,8 +191,9 @@ def _fork(child: Callable[[], None]) -> int:
         return pid
     code = 0
     try:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop handles it
         child()
     except StartupError as exc:
         log.error("cannot start: %s", exc)
@@ -190,8 +217,10 @@ def _describe(status: int) -> str:
     return f"status {os.waitstatus_to_exitcode(status)}"
 
 
-def _worker_main(prepared: Prepared, index: int, admin_path: str) -> None:
+def _worker_main(prepared: Prepared, index: int, admin_path: str, latest: Config | None) -> None:
     tag_worker(index)
+    if latest is not None:  # restarted after a reload: serve what the others serve
+        prepared = dataclasses.replace(prepared, routes=resolved_routes(latest))
     if os.path.exists(admin_path):
         os.unlink(admin_path)  # left by a predecessor that crashed
     uvloop.run(run_worker(prepared, index, reuse_port=True, admin_path=admin_path))

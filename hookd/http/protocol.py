@@ -85,7 +85,7 @@ class HttpProtocol(asyncio.Protocol):
         self._max_head = context.config.max_header_bytes
         self._transport: asyncio.Transport | None = None
         self._source_ip = ""
-        self._state = _State.HEAD
+        self._state = _State.IDLE  # until the first byte; then the header timeout runs
         self._deadline = 0.0
         self._buffer = bytearray()
         self._route: Route | None = None
@@ -100,8 +100,10 @@ class HttpProtocol(asyncio.Protocol):
         self._h11: h11.Connection | None = None  # in state CHUNKED
         self._head_request = False  # a HEAD request: its answer carries no body
         self._expects_continue = False
+        self._write_paused = False
         self._delivery_id: bytes | None = None  # of the request being committed
         self._body_size = 0  # of the request being committed
+        self._fingerprint = 0  # of its body, for the redelivery window
 
     # -- asyncio callbacks ----------------------------------------------------------------
 
@@ -131,6 +133,19 @@ class HttpProtocol(asyncio.Protocol):
         self._buffer += data
         self._advance()
 
+    def pause_writing(self) -> None:
+        """The client is not reading its answers: stop reading its requests until it does,
+        so a client cannot grow hookd's write buffer without bound."""
+        self._write_paused = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._transport is not None and self._state is not _State.WAITING:
+            self._transport.resume_reading()
+            self._advance()
+
     def eof_received(self) -> bool:
         """The client stopped sending. A request already in is still answered; a partial one
         never can be, so the connection closes."""
@@ -143,7 +158,7 @@ class HttpProtocol(asyncio.Protocol):
     # -- cutting the buffer into requests -------------------------------------------------
 
     def _advance(self) -> None:
-        while self._transport is not None:
+        while self._transport is not None and not self._write_paused:
             state = self._state
             if state is _State.HEAD:
                 if not self._take_head():
@@ -164,6 +179,10 @@ class HttpProtocol(asyncio.Protocol):
     def _take_head(self) -> bool:
         """Parse the next request head if it is complete; False when more bytes are needed."""
         buffer = self._buffer
+        while buffer[:2] == b"\r\n":  # empty lines before a request are ignored (RFC 9112 2.2)
+            del buffer[:2]
+        if not buffer:
+            return False
         end = buffer.find(_HEAD_END)
         if end == -1:
             if b"\n\n" in buffer:
@@ -185,7 +204,7 @@ class HttpProtocol(asyncio.Protocol):
         try:
             request = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            self._respond(_NO_ROUTE, responses.malformed(str(exc)))
+            self._respond(_NO_ROUTE, responses.malformed(_h11_reason(exc)))
             return False
         if not isinstance(request, h11.Request):
             self._respond(_NO_ROUTE, responses.malformed("no request line"))
@@ -270,7 +289,7 @@ class HttpProtocol(asyncio.Protocol):
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
-                self._respond(route.path, responses.malformed(str(exc)))
+                self._respond(route.path, responses.malformed(_h11_reason(exc)))
                 return False
             if isinstance(event, h11.Data):
                 self._chunk_count += event.chunk_start
@@ -329,7 +348,7 @@ class HttpProtocol(asyncio.Protocol):
         if (
             route.dedup is not None
             and delivery_id is not None
-            and route.dedup.seen(delivery_id, time.monotonic())
+            and route.dedup.seen(delivery_id, hash(body), time.monotonic())
         ):
             self._ctx.metrics.dedup_hit(route.path)
             self._respond(route.path, responses.DUPLICATE)
@@ -358,6 +377,7 @@ class HttpProtocol(asyncio.Protocol):
         )
         future = ctx.outbox.commit(record, route.ack_mode)
         self._delivery_id = verified.delivery_id
+        self._fingerprint = hash(request.body)
         if future.done():  # refused at once: broker known down, shutting down
             self._answer_commit(future)
             return
@@ -374,7 +394,7 @@ class HttpProtocol(asyncio.Protocol):
         self._ctx.in_flight -= 1
         self._ctx.in_flight_bytes -= self._body_size
         self._answer_commit(future)
-        if self._transport is not None:
+        if self._transport is not None and not self._write_paused:
             self._transport.resume_reading()
             self._advance()
 
@@ -383,7 +403,7 @@ class HttpProtocol(asyncio.Protocol):
         assert route is not None
         error = future.exception()
         if error is None and route.dedup is not None and self._delivery_id is not None:
-            route.dedup.add(self._delivery_id, time.monotonic())
+            route.dedup.add(self._delivery_id, self._fingerprint, time.monotonic())
         if self._transport is None:  # the client left; its record's fate is already decided
             return
         if error is None:
@@ -496,6 +516,12 @@ async def enforce_timeouts(context: ServerContext) -> None:
         now = loop.time()
         for conn in list(context.connections):
             conn.check_deadline(now)
+
+
+def _h11_reason(exc: h11.RemoteProtocolError) -> str:
+    """h11's message without the bytes it quotes: those can hold a token, a query string or
+    part of a body, and the reason goes to the client and the log."""
+    return str(exc).split(":", 1)[0]
 
 
 def _tokens(value: bytes) -> list[bytes]:

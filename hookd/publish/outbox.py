@@ -19,7 +19,7 @@ import logging
 from functools import partial
 
 from hookd.publish.publisher import Publisher, PublishError
-from hookd.publish.spool import Spool, SpoolError
+from hookd.publish.spool import Spool, SpoolError, SpoolFull
 from hookd.record import Record
 from hookd.routing import AckMode
 
@@ -76,8 +76,11 @@ class Outbox:
         assert self.spool is not None, "config validation requires [spool] for spool modes"
         try:
             await self.spool.append(record)
+        except SpoolFull:
+            raise PublishError("spool full") from None
         except SpoolError as exc:
-            raise PublishError(f"spool: {exc}") from None
+            log.error("spool append failed: %s", exc)  # the detail stays in the log
+            raise PublishError("spool unavailable") from None
         self._spooled.set()
 
     # -- the forwarder --------------------------------------------------------------------
@@ -95,25 +98,34 @@ class Outbox:
         if spool.depth:
             log.info("spool holds %d records from before; forwarding them", spool.depth)
         while not self._closing:
-            if not spool.depth:
-                self._spooled.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._spooled.wait(), FORWARD_RETRY_S)
-                continue
-            if self.publisher.broker_down_since is not None:
+            try:
+                await self._forward_once(spool)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The spool keeps every record; a failed round is retried, never fatal.
+                log.exception("spool forwarding failed; retrying")
                 await asyncio.sleep(FORWARD_RETRY_S)
-                continue
-            batch = await spool.oldest(FORWARD_BATCH)
-            outcomes = await asyncio.gather(
-                *(self.publisher.publish(record) for _, record in batch), return_exceptions=True
-            )
-            acked = [
-                row for (row, _), outcome in zip(batch, outcomes, strict=True) if outcome is None
-            ]
-            if acked:
-                await spool.delete(acked)
-            if len(acked) < len(batch):
-                await asyncio.sleep(FORWARD_RETRY_S)
+
+    async def _forward_once(self, spool: Spool) -> None:
+        """One round: wait for work, or publish a batch and delete what was acked."""
+        if not spool.depth:
+            self._spooled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._spooled.wait(), FORWARD_RETRY_S)
+            return
+        if self.publisher.broker_down_since is not None:
+            await asyncio.sleep(FORWARD_RETRY_S)
+            return
+        batch = await spool.oldest(FORWARD_BATCH)
+        outcomes = await asyncio.gather(
+            *(self.publisher.publish(record) for _, record in batch), return_exceptions=True
+        )
+        acked = [row for (row, _), outcome in zip(batch, outcomes, strict=True) if outcome is None]
+        if acked:
+            await spool.delete(acked)
+        if len(acked) < len(batch):
+            await asyncio.sleep(FORWARD_RETRY_S)
 
     async def close(self, timeout_s: float) -> int:
         """Within ``timeout_s``: forward what the spool holds while the broker is up, let the
@@ -133,7 +145,7 @@ class Outbox:
         self._closing = True
         if self._forwarder is not None:
             self._forwarder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._forwarder
         left = await self.publisher.close(max(deadline - loop.time(), 0.5))
         await asyncio.sleep(0)  # failed publishes schedule their fallback appends

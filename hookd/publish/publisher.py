@@ -55,7 +55,8 @@ class Publisher:
             extra_config=producer_config,
             error_callback=self.on_producer_error,
         )
-        self._admin = TopicAdmin(broker_address=connection)
+        # The probe connects like the producer (SASL, TLS and the rest of [kafka.extra]).
+        self._admin = TopicAdmin(broker_address=connection, extra_config=producer_config)
         self._metrics = metrics
         self._clock = clock
         self._queue: deque[tuple[Record, asyncio.Future[None], float]] = deque()
@@ -122,6 +123,10 @@ class Publisher:
                 continue
             except KafkaException as exc:
                 self._fail(future, exc.args[0].str() if exc.args else "produce failed")
+                continue
+            except Exception as exc:  # never let one record stop the task the others wait on
+                log.exception("produce failed")
+                self._fail(future, f"produce failed: {type(exc).__name__}")
                 continue
             self._in_flight += 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -35,6 +36,13 @@ def wait_for(condition, timeout: float = 20) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def during_with(address: tuple[str, int], secret: bytes) -> int | None:
+    try:
+        return request(address, segment_request("/in", b"{}", secret)).status
+    except OSError:
+        return None
 
 
 def during(address: tuple[str, int]) -> int | None:
@@ -81,7 +89,9 @@ def test_sighup_swaps_secrets_and_routes_without_dropping_requests(broker, start
     config = hookd.config_path.read_text()
     hookd.config_path.write_text(
         config.replace('"old-secret"', '"old-secret", "new-secret"')
-        + '\n[[routes]]\npath = "/added"\ntopic = "' + topic + '"\nverify = "segment"\n'
+        + '\n[[routes]]\npath = "/added"\ntopic = "'
+        + topic
+        + '"\nverify = "segment"\n'
         'secrets = ["added-secret"]\n'
     )
     hookd.signal(signal.SIGHUP)
@@ -110,7 +120,7 @@ def test_sighup_swaps_secrets_and_routes_without_dropping_requests(broker, start
     assert body in {r.value() for r in read_topic(broker.address, topic, 4)}
 
 
-def test_sighup_reaches_every_worker(broker, start_hookd):
+def test_sighup_reaches_every_worker_and_survives_a_worker_restart(broker, start_hookd):
     topic = unique_topic("reload-workers")
     hookd = start_hookd([route(topic, "one")], server={"workers": 2})
     hookd.config_path.write_text(hookd.config_path.read_text().replace('"one"', '"two"'))
@@ -118,3 +128,14 @@ def test_sighup_reaches_every_worker(broker, start_hookd):
     assert wait_for(lambda: hookd.log().count("reloaded: 1 routes") == 2)
     for _ in range(10):  # new connections land on both workers
         assert request(hookd.address, segment_request("/in", b"{}", b"two")).status == 200
+    # A worker restarted after the reload serves the reloaded secret, not the start-up one.
+    os.kill(children(hookd.process.pid)[0], signal.SIGKILL)
+    assert wait_for(lambda: "restarting in" in hookd.log())
+    assert wait_for(lambda: metric(hookd.admin_port, "hookd_workers") == 2)
+    statuses = set()
+    for _ in range(20):
+        with contextlib.suppress(OSError):
+            statuses.add(request(hookd.address, segment_request("/in", b"{}", b"one")).status)
+    assert statuses == {401}
+    for _ in range(20):
+        assert wait_for(lambda: during_with(hookd.address, b"two") == 200, timeout=5)

@@ -27,7 +27,7 @@ def test_defaults_match_the_documented_contract():
         1,
     )
     assert (server.max_body_bytes, server.max_header_bytes, server.max_connections) == (
-        1_048_576,
+        983_040,
         16_384,
         10_000,
     )
@@ -211,3 +211,16 @@ def test_empty_secret_is_refused():
 def test_tls_cert_and_key_go_together():
     [line] = problems({"server": {"tls_cert": "/etc/hookd/cert.pem"}, "routes": [ROUTE]})
     assert line == "config error: server: tls_cert and tls_key go together"
+
+
+def test_bodies_must_fit_in_a_kafka_record():
+    # 26 MB would be answered 2xx and then refused by the producer (or stuck in the spool)
+    [line] = problems({"routes": [{**ROUTE, "max_body_bytes": 26_214_400}]})
+    assert line.startswith("config error: routes[0].max_body_bytes: 26214400 does not fit")
+    [line] = problems({"server": {"max_body_bytes": 1_048_576}, "routes": [ROUTE]})
+    assert line.startswith("config error: server.max_body_bytes: 1048576 does not fit")
+    raised = {"message.max.bytes": 30_000_000}
+    config = validate(
+        {"kafka": {"extra": raised}, "routes": [{**ROUTE, "max_body_bytes": 26_214_400}]}, {}
+    )
+    assert config.routes[0].max_body_bytes == 26_214_400

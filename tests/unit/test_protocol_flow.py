@@ -1,0 +1,63 @@
+"""Flow control of one connection: a client that does not read its answers stops being read."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hookd.config import validate
+from hookd.http.protocol import HttpProtocol, ServerContext
+from hookd.metrics import Metrics
+from hookd.routing import build_routes
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.reading = True
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str) -> object:
+        return ("127.0.0.1", 1) if name == "peername" else None
+
+
+REQUEST = (
+    b"POST /t HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nContent-Length: 2\r\n\r\n{}"
+)
+
+
+def test_paused_writing_stops_reading_and_answering_until_resumed():
+    async def scenario() -> None:
+        config = validate(
+            {"routes": [{"path": "/t", "topic": "t", "verify": "token", "secrets": ["right"]}]}, {}
+        )
+        ctx = ServerContext(config.server, build_routes(config), None, Metrics())  # type: ignore[arg-type]
+        protocol = HttpProtocol(ctx)
+        transport = Transport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        protocol.data_received(REQUEST)
+        assert transport.written.count(b"HTTP/1.1 401") == 1
+        protocol.pause_writing()  # the kernel buffer is full: the client is not reading
+        assert not transport.reading
+        protocol.data_received(REQUEST * 50)  # what was already in flight
+        assert transport.written.count(b"HTTP/1.1 401") == 1  # nothing more is answered
+        protocol.resume_writing()
+        assert transport.reading
+        assert transport.written.count(b"HTTP/1.1 401") == 51  # answered in order, none lost
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())
