@@ -220,6 +220,8 @@ class Hookd:
             log.warning("SIGHUP ignored: no config file to reload")
         elif self._reload is None or self._reload.done():
             self._reload = asyncio.ensure_future(self.reload())
+        else:  # a reload is running: read the file once more when it is done
+            self._reload.add_done_callback(lambda _: self._start_reload())
 
     async def reload(self) -> None:
         """Swap in the routes and secrets of the config on disk. Connections and requests in

@@ -353,7 +353,10 @@ class HttpProtocol(asyncio.Protocol):
             self._ctx.metrics.dedup_hit(route.path)
             self._respond(route.path, responses.DUPLICATE)
             return
-        self._commit(route, verify_request, verified)
+        try:
+            self._commit(route, verify_request, verified)
+        except Exception:
+            self._internal_error(route)
 
     def _commit(self, route: Route, request: Request, verified: Verified) -> None:
         """Hand the record to the outbox and wait, reading paused, for it to be durable."""
