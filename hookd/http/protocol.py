@@ -74,6 +74,7 @@ class ServerContext:
     draining: bool = False
     in_flight: int = 0
     in_flight_bytes: int = 0
+    receiving_bytes: int = 0  # Content-Length of bodies still arriving
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -103,6 +104,7 @@ class HttpProtocol(asyncio.Protocol):
         self._write_paused = False
         self._delivery_id: bytes | None = None  # of the request being committed
         self._body_size = 0  # of the request being committed
+        self._reserved = 0  # Content-Length counted in the context's receiving_bytes
         self._fingerprint = 0  # of its body, for the redelivery window
 
     # -- asyncio callbacks ----------------------------------------------------------------
@@ -120,6 +122,7 @@ class HttpProtocol(asyncio.Protocol):
         self._deadline = self._loop.time() + self._ctx.config.header_timeout_s
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._release_reservation()
         self._state = _State.CLOSED
         self._transport = None
         self._ctx.connections.discard(self)
@@ -254,6 +257,11 @@ class HttpProtocol(asyncio.Protocol):
         if length > route.max_body_bytes:
             self._respond(route.path, responses.BODY_TOO_LARGE)
             return
+        ctx = self._ctx
+        if ctx.in_flight_bytes + ctx.receiving_bytes + length > ctx.config.max_in_flight_bytes:
+            # bodies still arriving count too, or slow senders could hold memory unbounded
+            self._respond(route.path, responses.OVERLOADED_CLOSE)
+            return
         self._route = route
         self._request = request
         self._keep_alive = keep_alive
@@ -269,6 +277,8 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self._state = _State.BODY
             self._body_length = length
+            self._reserved = length
+            ctx.receiving_bytes += length
 
     def _maybe_continue(self) -> None:
         """``Expect: 100-continue``: the client waits for this before sending the body."""
@@ -328,6 +338,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _on_body(self, body: bytes) -> None:
         """The whole request is in: verify it, then make it durable (or answer at once)."""
+        self._release_reservation()
         route, request = self._route, self._request
         assert route is not None and request is not None
         verify_request = Request(request.method, request.target, Headers(self._headers), body)
@@ -472,7 +483,12 @@ class HttpProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.write(data)
 
+    def _release_reservation(self) -> None:
+        self._ctx.receiving_bytes -= self._reserved
+        self._reserved = 0
+
     def _close(self) -> None:
+        self._release_reservation()
         self._state = _State.CLOSED
         if self._transport is not None:
             self._transport.close()

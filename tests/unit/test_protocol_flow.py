@@ -61,3 +61,39 @@ def test_paused_writing_stops_reading_and_answering_until_resumed():
         protocol.connection_lost(None)
 
     asyncio.run(scenario())
+
+
+def test_bodies_still_arriving_count_against_the_in_flight_budget():
+    async def scenario() -> None:
+        config = validate(
+            {
+                "server": {"max_in_flight_bytes": 1000},
+                "routes": [{"path": "/t", "topic": "t", "verify": "token", "secrets": ["right"]}],
+            },
+            {},
+        )
+        ctx = ServerContext(config.server, build_routes(config), None, Metrics())  # type: ignore[arg-type]
+        head = (
+            b"POST /t HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer right\r\n"
+            b"Content-Length: 800\r\n\r\n"
+        )
+
+        def connect() -> tuple[HttpProtocol, Transport]:
+            protocol, transport = HttpProtocol(ctx), Transport()
+            protocol.connection_made(transport)  # type: ignore[arg-type]
+            protocol.data_received(head)  # the body never comes (yet)
+            return protocol, transport
+
+        slow, _ = connect()
+        assert ctx.receiving_bytes == 800
+        _, refused = connect()
+        assert refused.written.startswith(b"HTTP/1.1 503 ")
+        assert refused.closed
+        slow.connection_lost(None)  # the slow sender goes away: its reservation is released
+        assert ctx.receiving_bytes == 0
+        again, accepted = connect()
+        assert accepted.written == b"" and ctx.receiving_bytes == 800
+        again.connection_lost(None)
+        assert ctx.receiving_bytes == 0
+
+    asyncio.run(scenario())

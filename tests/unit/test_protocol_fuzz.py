@@ -387,6 +387,7 @@ def check_invariants(outcome: Outcome, sent: bytes) -> list[Answer]:
     assert all(future.done() for future in outcome.publisher.held)
     assert context.in_flight == 0
     assert context.in_flight_bytes == 0
+    assert context.receiving_bytes == 0
     return finals
 
 
