@@ -37,6 +37,10 @@ log = logging.getLogger("hookd")
 Broker = str | ConnectionConfig
 
 
+#: Beyond the ack timeout, how long a request may wait to be durable before a backstop 503.
+COMMIT_MARGIN_S = 10.0
+
+
 class StartupError(Exception):
     """hookd cannot start; the message says why."""
 
@@ -119,7 +123,14 @@ class Hookd:
         self.metrics = metrics
         self.outbox = outbox
         self.publisher = outbox.publisher
-        self.context = ServerContext(config.server, routes, outbox, metrics)
+        self.context = ServerContext(
+            config.server,
+            routes,
+            outbox,
+            metrics,
+            # librdkafka answers by ack_timeout_s; a spool fallback append adds an fsync
+            commit_timeout_s=config.kafka.ack_timeout_s + COMMIT_MARGIN_S,
+        )
         self._stopping = asyncio.Event()
         self._reload: asyncio.Future[None] | None = None
         self._servers: list[asyncio.Server] = []

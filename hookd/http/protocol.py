@@ -75,6 +75,8 @@ class ServerContext:
     in_flight: int = 0
     in_flight_bytes: int = 0
     receiving_bytes: int = 0  # Content-Length of bodies still arriving
+    #: Backstop for a request waiting to be durable; the outbox answers well before it.
+    commit_timeout_s: float = 60.0
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -396,6 +398,7 @@ class HttpProtocol(asyncio.Protocol):
             self._answer_commit(future)
             return
         self._state = _State.WAITING
+        self._deadline = self._loop.time() + ctx.commit_timeout_s
         self._body_size = size
         ctx.in_flight += 1
         ctx.in_flight_bytes += size
@@ -499,12 +502,15 @@ class HttpProtocol(asyncio.Protocol):
 
     def check_deadline(self, now: float) -> None:
         """Past the deadline: an idle keep-alive connection just closes; a request that did
-        not arrive in time gets 408 and close. A request waiting to be durable has none (the
-        outbox bounds it)."""
-        if now < self._deadline or self._state in (_State.WAITING, _State.CLOSED):
+        not arrive in time gets 408 and close; one that waited to be durable past the
+        backstop gets 503 and close (its record may still land: at-least-once)."""
+        if now < self._deadline or self._state is _State.CLOSED:
             return
         if self._state is _State.IDLE:
             self._close()
+        elif self._state is _State.WAITING:  # never expected: the outbox lost track of it
+            log.error("request not durable after %.0fs; answering 503", self._ctx.commit_timeout_s)
+            self._respond(self._route.path if self._route else _NO_ROUTE, responses.NOT_DURABLE)
         else:
             self._respond(self._route.path if self._route else _NO_ROUTE, responses.REQUEST_TIMEOUT)
 

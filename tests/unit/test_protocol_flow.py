@@ -97,3 +97,39 @@ def test_bodies_still_arriving_count_against_the_in_flight_budget():
         assert ctx.receiving_bytes == 0
 
     asyncio.run(scenario())
+
+
+def test_a_commit_that_never_settles_gets_a_backstop_503():
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[None] = loop.create_future()
+
+        class StuckOutbox:
+            def commit(self, record: object, mode: object) -> asyncio.Future[None]:
+                return pending
+
+        config = validate(
+            {"routes": [{"path": "/t", "topic": "t", "verify": "token", "secrets": ["right"]}]}, {}
+        )
+        ctx = ServerContext(
+            config.server,
+            build_routes(config),
+            StuckOutbox(),
+            Metrics(),
+            commit_timeout_s=5,  # type: ignore[arg-type]
+        )
+        protocol, transport = HttpProtocol(ctx), Transport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        protocol.data_received(REQUEST.replace(b"Bearer wrong", b"Bearer right"))
+        assert transport.written == b"" and ctx.in_flight == 1
+        protocol.check_deadline(loop.time() + 1)
+        assert transport.written == b""  # not yet
+        protocol.check_deadline(loop.time() + 6)
+        assert transport.written.startswith(b"HTTP/1.1 503 ")
+        assert b"retry-after: 5" in transport.written and transport.closed
+        pending.set_result(None)  # settles late: no second answer, counters balance
+        await asyncio.sleep(0)
+        assert transport.written.count(b"HTTP/1.1") == 1
+        assert ctx.in_flight == 0 and ctx.in_flight_bytes == 0
+
+    asyncio.run(scenario())
