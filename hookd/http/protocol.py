@@ -393,7 +393,8 @@ class HttpProtocol(asyncio.Protocol):
         )
         future = ctx.outbox.commit(record, route.ack_mode)
         self._delivery_id = verified.delivery_id
-        self._fingerprint = hash(request.body)
+        if route.dedup is not None and verified.delivery_id is not None:
+            self._fingerprint = hash(request.body)
         if future.done():  # refused at once: broker known down, shutting down
             self._answer_commit(future)
             return
