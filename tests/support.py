@@ -96,6 +96,14 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
     return int(head.split(b" ", 2)[1]), body
 
 
+def metric(port: int, name: str) -> float:
+    """One unlabelled sample from the admin listener's /metrics."""
+    for line in http_get(port, "/metrics")[1].decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
 def wait_ready(hookd: HookdProcess, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -12,7 +12,7 @@ import time
 
 import embedded_broker
 import pytest
-from support import Launcher, Load, TcpProxy, http_get, read_topic, unique_topic
+from support import Launcher, Load, TcpProxy, metric, read_topic, unique_topic
 
 SECRET = b"fault"
 
@@ -33,13 +33,6 @@ def launcher(own_broker, tmp_path):
     launcher = Launcher(own_broker, tmp_path)
     yield launcher
     launcher.stop_all()
-
-
-def metric(hookd, name: str) -> float:
-    for line in http_get(hookd.admin_port, "/metrics")[1].decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
 
 
 def report(name: str, load: Load, published: set[bytes]) -> set[bytes]:
@@ -97,14 +90,14 @@ def test_link_cut_mid_load_spools_then_forwards(tmp_path):
             proxy.cut()
             for _ in range(16):
                 time.sleep(0.25)
-                deepest = max(deepest, metric(hookd, "hookd_spool_depth"))
+                deepest = max(deepest, metric(hookd.admin_port, "hookd_spool_depth"))
             proxy.restore()
         assert deepest > 0, "requests during the cut should have been spooled"
         # after the link returns the forwarder drains the spool
         deadline = time.monotonic() + 30
-        while metric(hookd, "hookd_spool_depth") and time.monotonic() < deadline:
+        while metric(hookd.admin_port, "hookd_spool_depth") and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert metric(hookd, "hookd_spool_depth") == 0
+        assert metric(hookd.admin_port, "hookd_spool_depth") == 0
         lost = report(
             "link cut 4 s, fallback spool",
             load,
@@ -130,7 +123,7 @@ def test_sigkill_with_spool_ack_then_restart(own_broker, launcher, tmp_path):
     # the same spool, a new process: it forwards what the killed one had not
     second = launcher.start([route(topic, ack="spool")], spool=spool)
     deadline = time.monotonic() + 30
-    while metric(second, "hookd_spool_depth") and time.monotonic() < deadline:
+    while metric(second.admin_port, "hookd_spool_depth") and time.monotonic() < deadline:
         time.sleep(0.2)
     lost = report(
         "SIGKILL with ack=spool, restart",

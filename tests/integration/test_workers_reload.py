@@ -8,20 +8,13 @@ import signal
 import time
 
 from http_client import Client, request, segment_request
-from support import http_get, read_topic, unique_topic
+from support import http_get, metric, read_topic, unique_topic
 
 SECRET = b"w-secret"
 
 
 def route(topic: str, secret: str = "w-secret", path: str = "/in") -> dict[str, object]:
     return {"path": path, "topic": topic, "verify": "segment", "secrets": [secret]}
-
-
-def metric(port: int, name: str) -> float:
-    for line in http_get(port, "/metrics")[1].decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
 
 
 def children(pid: int) -> list[int]:
