@@ -652,12 +652,7 @@ def run_one(
 ) -> dict[str, Any]:
     tag = f"{server.name}-{scenario.size_name}-{scenario.connection}"
     result: dict[str, Any] = {
-        "server": server.name,
-        "label": server.label,
-        "family": server.family,
-        "scenario": scenario.name,
-        "size": scenario.size_name,
-        "connection": scenario.connection,
+        **_identity(server, scenario),
         "status": "ok",
         "hookd_sources": hookd_digest(),
         "flags": [],  # problems: errors, lost records, a load side that limits the numbers
@@ -1223,9 +1218,8 @@ def _contended_jobs(
     return old_meta, results, jobs
 
 
-def _not_measured(
-    server: ServerSpec, scenario: Scenario, status: str, reason: str
-) -> dict[str, Any]:
+def _identity(server: ServerSpec, scenario: Scenario) -> dict[str, Any]:
+    """What names a run in results.json, measured or not."""
     return {
         "server": server.name,
         "label": server.label,
@@ -1233,6 +1227,14 @@ def _not_measured(
         "scenario": scenario.name,
         "size": scenario.size_name,
         "connection": scenario.connection,
+    }
+
+
+def _not_measured(
+    server: ServerSpec, scenario: Scenario, status: str, reason: str
+) -> dict[str, Any]:
+    return {
+        **_identity(server, scenario),
         "status": status,
         "reason": reason,
         "flags": [],
