@@ -1,9 +1,25 @@
-"""The spool against real SQLite files in tmp_path: order, exactness, limits, grouping, locking."""
+"""The spool against real SQLite files in tmp_path: order, exactness, limits, grouping, locking,
+and the durability settings.
+
+Power loss is not simulated here. A ``kill -9`` (tests/integration/test_spool_crash.py) leaves
+the kernel's page cache intact, so it proves that committed transactions survive the process,
+not that they reached the disk: with ``PRAGMA synchronous=OFF`` it passes too. A real power-loss
+test needs writes that were not fsynced to vanish: a block device that drops them (dm-flakey or
+dm-log-writes, which need root and device-mapper, neither available to this suite) or an SQLite
+VFS that tracks unsynced writes (the stdlib ``sqlite3`` module the spool uses cannot register
+one). Instead, the settings that make a commit wait for the disk are asserted on the spool's own
+live connection -- ``synchronous=FULL`` (in WAL mode: the WAL is fsynced before COMMIT returns),
+``journal_mode=WAL``, ``fullfsync`` -- and the directory fsync that makes the new files' entries
+durable is observed as it happens. What is not proven: that the disk honours fsync.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import stat
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -322,6 +338,79 @@ def test_a_failed_commit_fails_its_appends_and_the_spool_recovers(
     run(scenario)
 
 
+def test_the_live_connection_commits_with_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pragmas read back from the spool's own connection (``synchronous`` and ``fullfsync``
+    are per connection: a second connection would not see them)."""
+    connections: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+
+    def recording_connect(*args: object, **kwargs: object) -> sqlite3.Connection:
+        # check_same_thread off: the test reads the writer's connection while the writer idles
+        conn = connect(*args, **{**kwargs, "check_same_thread": False})  # type: ignore[arg-type]
+        connections.append(conn)
+        return conn
+
+    monkeypatch.setattr(spool_module.sqlite3, "connect", recording_connect)
+
+    async def scenario() -> None:
+        spool = await Spool.open(tmp_path, BIG)
+        try:
+            await spool.append(record(0))
+            [conn] = connections
+            pragma = {
+                name: conn.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in (
+                    "synchronous",
+                    "journal_mode",
+                    "fullfsync",
+                    "checkpoint_fullfsync",
+                    "journal_size_limit",
+                )
+            }
+            assert pragma == {
+                "synchronous": 2,  # FULL; NORMAL (1) would fsync the WAL only at checkpoints
+                "journal_mode": "wal",
+                "fullfsync": 1,
+                "checkpoint_fullfsync": 1,
+                "journal_size_limit": spool_module.JOURNAL_SIZE_LIMIT,
+            }
+        finally:
+            await spool.close()
+        # WAL is a property of the file: any later connection sees it.
+        other = sqlite3.connect(tmp_path / "spool-0.db")
+        try:
+            assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        finally:
+            other.close()
+
+    run(scenario)
+
+
+def test_open_fsyncs_the_directory_once_the_files_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "spool"
+    synced: list[tuple[int, bool, bool]] = []  # inode, is a directory, the WAL existed
+    fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        wal = directory / "spool-0.db-wal"
+        synced.append((info.st_ino, stat.S_ISDIR(info.st_mode), wal.exists()))
+        fsync(fd)
+
+    monkeypatch.setattr(spool_module.os, "fsync", recording_fsync)
+
+    async def scenario() -> None:
+        spool = await Spool.open(directory, BIG)
+        await spool.close()
+
+    run(scenario)
+    assert (os.stat(directory).st_ino, True, True) in synced, synced
+
+
 def test_open_reports_an_unusable_path(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_bytes(b"not a directory")
@@ -410,14 +499,37 @@ def test_a_cancelled_append_is_still_committed_and_accounted(tmp_path: Path) -> 
     run(scenario)
 
 
-def test_a_cancelled_open_releases_the_lock(tmp_path: Path) -> None:
+def test_a_cancelled_open_releases_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while the writer thread holds the lock but before ``open`` returned: the
+    cancelled open must stop that thread and drop the lock. The writer is held at exactly that
+    point (lock taken, file opened, stats not yet handed back), so the order is fixed."""
+    locked, release = threading.Event(), threading.Event()
+    opened: list[Spool] = []
+    setup = Spool._setup
+
+    def held_setup(self: Spool) -> None:
+        setup(self)
+        opened.append(self)
+        locked.set()
+        assert release.wait(30)
+
+    monkeypatch.setattr(Spool, "_setup", held_setup)
+
     async def scenario() -> None:
         opening = asyncio.create_task(Spool.open(tmp_path, BIG))
-        await asyncio.sleep(0)
+        while not locked.is_set():
+            await asyncio.sleep(0.001)
         opening.cancel()
+        await asyncio.sleep(0)  # the cancellation reaches open, which starts closing
+        release.set()
         with pytest.raises(asyncio.CancelledError):
             await opening
-        spool = await Spool.open(tmp_path, BIG)
+        opened[0]._thread.join(5)
+        assert not opened[0]._thread.is_alive(), "the cancelled open left its writer running"
+        monkeypatch.setattr(Spool, "_setup", setup)
+        spool = await Spool.open(tmp_path, BIG)  # SpoolLocked if the lock were still held
         await spool.close()
 
     run(scenario)
