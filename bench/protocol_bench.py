@@ -24,7 +24,8 @@ from hookd.config import validate
 from hookd.http.protocol import HttpProtocol, ServerContext
 from hookd.metrics import Metrics
 from hookd.record import Record
-from hookd.routing import AckMode, build_routes
+from hookd.publish.ack import AckMode
+from hookd.routing import build_routes
 
 SECRET = b"bench-secret"
 

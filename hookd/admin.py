@@ -21,6 +21,9 @@ class AdminSource(Protocol):
     async def not_ready(self) -> str | None:
         """Why traffic should not come here, or ``None`` when ready."""
 
+    async def wedged(self) -> str | None:
+        """Why this process should be restarted (``/healthz`` 503), or ``None``."""
+
     async def metrics(self) -> bytes:
         """The Prometheus text exposition."""
 
@@ -58,7 +61,11 @@ class AdminProtocol(asyncio.Protocol):
             return
         path = request.target.partition(b"?")[0]
         if path == b"/healthz":
-            self._answer(200, b"ok\n", _TEXT)
+            problem = await self._source.wedged()
+            if problem is None:
+                self._answer(200, b"ok\n", _TEXT)
+            else:
+                self._answer(503, f"wedged: {problem}\n".encode(), _TEXT)
         elif path == b"/readyz":
             problem = await self._source.not_ready()
             if problem is None:

@@ -11,31 +11,26 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import uvloop
-from confluent_kafka import KafkaException
-from quixstreams import Application
-from quixstreams.exceptions import QuixException
-from quixstreams.kafka import ConnectionConfig
-from quixstreams.models.topics.admin import TopicAdmin
 
 from hookd.admin import AdminProtocol
 from hookd.config import Config, ConfigError, HostPort, ServerConfig
 from hookd.http.protocol import HttpProtocol, ServerContext, enforce_timeouts
 from hookd.metrics import Metrics
+from hookd.publish.ack import AckMode
+from hookd.publish.cluster import Broker, ClusterError, KafkaCluster
 from hookd.publish.outbox import Outbox
 from hookd.publish.publisher import Publisher
-from hookd.publish.spool import Spool, SpoolError
+from hookd.publish.spool import Spool, SpoolError, SpoolLocked
 from hookd.routing import RouteTable, build_routes
 
 log = logging.getLogger("hookd")
 
-#: A bootstrap address, or Quix Cloud's connection settings.
-Broker = str | ConnectionConfig
-
+#: How long a worker waits for its spool file while another worker forwards it as an orphan.
+SPOOL_LOCK_WAIT_S = 30.0
 
 #: Beyond the ack timeout, how long a request may wait to be durable before a backstop 503.
 COMMIT_MARGIN_S = 10.0
@@ -43,42 +38,6 @@ COMMIT_MARGIN_S = 10.0
 
 class StartupError(Exception):
     """hookd cannot start; the message says why."""
-
-
-def producer_config(config: Config) -> dict[str, str | int | float | bool]:
-    kafka = config.kafka
-    return {
-        "linger.ms": kafka.linger_ms,
-        **kafka.extra,
-        # librdkafka reports a delivery failure at this deadline, so a request never waits
-        # longer than ack_timeout_s for its answer.
-        "message.timeout.ms": int(kafka.ack_timeout_s * 1000),
-        "acks": "all",
-        "enable.idempotence": True,
-    }
-
-
-def kafka_application(config: Config) -> Application:
-    """Plain ``broker_address``, or Quix Cloud when no address is set and Quix injected its
-    token (quixstreams reads ``Quix__Sdk__Token`` / ``Quix__Portal__Api`` itself)."""
-    return Application(
-        broker_address=config.kafka.broker(os.environ),
-        producer_extra_config=producer_config(config),
-        loglevel=None,  # its records go through hookd's handler (hookd.logs)
-    )
-
-
-def resolve_topics(app: Application, routes: RouteTable) -> RouteTable:
-    """Create or look up every route's topic; on Quix Cloud the real name carries the
-    workspace prefix, so routes produce to ``topic.name``."""
-    resolved: dict[str, str] = {}
-    for route in routes.routes:
-        if route.topic not in resolved:
-            topic = app.topic(route.topic, value_serializer="bytes", key_serializer="bytes")
-            resolved[route.topic] = topic.name
-    return RouteTable(
-        tuple(dataclasses.replace(route, topic=resolved[route.topic]) for route in routes.routes)
-    )
 
 
 def listen_socket(address: HostPort, *, reuse_port: bool = False) -> socket.socket:
@@ -137,19 +96,21 @@ class Hookd:
         self._register_gauges()
 
     @classmethod
-    async def open(cls, prepared: Prepared, worker_index: int = 0) -> Hookd:
+    async def open(cls, prepared: Prepared, worker_index: int = 0, worker_count: int = 1) -> Hookd:
         config = prepared.config
         metrics = Metrics()
-        publisher = Publisher(prepared.broker, producer_config(config), metrics)
+        publisher = Publisher(
+            KafkaCluster(config, prepared.broker),
+            metrics,
+            ack_timeout_s=config.kafka.ack_timeout_s,
+            topics={route.topic for route in prepared.routes.routes},
+            topic_names=prepared.topic_names,
+            connected=prepared.online,
+        )
         spool = None
         if config.spool is not None:
-            try:
-                spool = await Spool.open(
-                    Path(config.spool.path), config.spool.max_bytes, worker_index
-                )
-            except SpoolError as exc:
-                raise StartupError(f"cannot open the spool: {exc}") from None
-        return cls(prepared, Outbox(publisher, spool), metrics)
+            spool = await _open_spool(Path(config.spool.path), config.spool.max_bytes, worker_index)
+        return cls(prepared, Outbox(publisher, spool, worker_count=worker_count), metrics)
 
     def _register_gauges(self) -> None:
         gauge, ctx, spool = self.metrics.gauge, self.context, self.outbox.spool
@@ -162,10 +123,15 @@ class Hookd:
         gauge("hookd_connections", "Open client connections.", lambda: len(ctx.connections))
         gauge(
             "hookd_broker_up",
-            "1 when the broker answered recently.",
-            lambda: 1 if self.publisher.ready else 0,
+            "1 when the broker answered recently and deliveries are not failing.",
+            lambda: int(self.publisher.answering and self.publisher.failing_reason() is None),
         )
         if spool is not None:
+            gauge(
+                "hookd_spool_dead_letters",
+                "Spooled records the broker refused for good, set aside in the spool.",
+                lambda: spool.dead_letters,
+            )
             gauge("hookd_spool_depth", "Records in the spool.", lambda: spool.depth)
             gauge("hookd_spool_bytes", "Payload bytes in the spool.", lambda: spool.size_bytes)
             gauge(
@@ -175,22 +141,11 @@ class Hookd:
             )
 
     def not_ready(self) -> str | None:
-        """Why the load balancer should not send traffic here, or ``None``.
-
-        With a spool, a broker outage alone does not make hookd unready: it still answers 2xx
-        durably, and taking every replica out of rotation would turn the outage into lost
-        webhooks for senders that do not retry.
-        """
+        """Why the load balancer should not send traffic here, or ``None`` (see
+        ``Outbox.not_ready``)."""
         if self.context.draining:
             return "draining"
-        if self.publisher.ready:
-            return None
-        spool = self.outbox.spool
-        if spool is None:
-            return "broker not reachable"
-        if spool.size_bytes >= spool.max_bytes:
-            return "broker not reachable and spool full"
-        return None
+        return self.outbox.not_ready()
 
     async def run(self, *, reuse_port: bool = False, admin_path: str | None = None) -> None:
         """Serve until SIGTERM or SIGINT, then drain. ``admin_path``: answer admin requests on
@@ -198,7 +153,6 @@ class Hookd:
         loop = asyncio.get_running_loop()
         server = self.config.server
         public = listen_socket(server.listen_address, reuse_port=reuse_port)
-        self.publisher.start()
         self.outbox.start()
         timeouts = loop.create_task(enforce_timeouts(self.context), name="hookd-timeouts")
         source = _AdminView(self)
@@ -242,12 +196,13 @@ class Hookd:
             config, routes = await asyncio.to_thread(
                 reload_routes, self.prepared, self.context.routes
             )
-        except (ConfigError, StartupError) as exc:
+        except (ConfigError, ReloadRefused) as exc:
             reasons = exc.lines() if isinstance(exc, ConfigError) else [str(exc)]
             log.error("reload refused, the running config stays: %s", "; ".join(reasons))
             return
         if (config.server, config.kafka) != (self.config.server, self.config.kafka):
             log.warning("reload: [server] and [kafka] changes need a restart; routes reloaded")
+        self.publisher.want_topics(route.topic for route in routes.routes)
         self.context.routes = routes
         log.info("reloaded: %d routes", len(routes.routes))
 
@@ -283,6 +238,9 @@ class _AdminView:
     async def not_ready(self) -> str | None:
         return self._hookd.not_ready()
 
+    async def wedged(self) -> str | None:
+        return self._hookd.outbox.wedged()
+
     async def metrics(self) -> bytes:
         return self._hookd.metrics.render()
 
@@ -293,70 +251,74 @@ def _age_s(timestamp_ms: int | None) -> float:
 
 @dataclass(frozen=True)
 class Prepared:
-    """What every serving process starts from, built once before any fork."""
+    """What every serving process starts from, built once before any fork (plain data: no
+    Kafka client survives a fork)."""
 
     config: Config
     routes: RouteTable
-    broker: Broker
+    #: The connection settings; ``None`` when Quix Cloud's Portal API could not be reached.
+    broker: Broker | None
+    #: Configured topic name → the name to produce to (workspace-prefixed on Quix Cloud).
+    topic_names: dict[str, str] = field(default_factory=dict)
+    #: The broker answered and every topic was resolved; otherwise hookd started offline.
+    online: bool = True
     #: Reads the config again (file and command-line overrides), for SIGHUP.
     reread: Callable[[], Config] | None = None
 
 
+class ReloadRefused(Exception):
+    """The config on disk cannot be applied by a reload; the running one stays."""
+
+
 def prepare(config: Config, reread: Callable[[], Config] | None = None) -> Prepared:
-    """Everything that can fail before serving: routes, TLS files, the broker, the topics."""
+    """Everything that can fail before serving: routes, TLS files, the broker, the topics.
+
+    A broker (or Quix Portal API) that cannot be reached is fatal only when no route can use
+    the spool: with one, hookd starts offline -- spool-capable routes answer 2xx from the
+    spool, the others 503 -- and each worker connects, creates its topics and starts
+    forwarding as soon as the broker answers.
+    """
     routes = build_routes(config)
     tls_context(config.server)
+    cluster = KafkaCluster(config)
+    timeout = config.kafka.connect_timeout_s
     try:
-        app = kafka_application(config)
-    except (QuixException, httpx.HTTPError, ValueError) as exc:
-        # Only Quix Cloud mode talks to anything here: the Portal API refused the token or
-        # workspace (QuixApiRequestFailure), was unreachable after quixstreams' retries
-        # (httpx), or Quix__Portal__Api is missing or its answer invalid (ValueError).
-        raise StartupError(f"cannot get the connection settings from Quix Cloud: {exc}") from None
-    broker = app.config.broker_address
-    connect_timeout = config.kafka.connect_timeout_s
+        cluster.connect(timeout)
+    except ClusterError as exc:
+        if not any(route.ack_mode is not AckMode.KAFKA for route in routes.routes):
+            raise StartupError(f"{exc} (kafka.connect_timeout_s; no route can spool)") from None
+        log.warning(
+            "starting offline: %s; routes with a spool answer 2xx from it, the others 503, "
+            "until the broker answers",
+            exc,
+        )
+        return Prepared(config, routes, cluster.broker, online=False, reread=reread)
     try:
-        TopicAdmin(broker, extra_config=config.kafka.extra).list_topics(timeout=connect_timeout)
-    except KafkaException as exc:
-        raise StartupError(
-            f"broker not reachable within {connect_timeout:g}s (kafka.connect_timeout_s): "
-            f"{exc.args[0].str() if exc.args else exc}"
-        ) from None
-    try:
-        routes = resolve_topics(app, routes)
-    except Exception as exc:  # quixstreams raises assorted types for an unreachable broker
-        raise StartupError(f"cannot resolve topics on the broker: {exc}") from exc
-    return Prepared(config, routes, broker, reread)
+        names = cluster.resolve(sorted({route.topic for route in routes.routes}))
+    except ClusterError as exc:
+        raise StartupError(f"cannot resolve topics on the broker: {exc}") from None
+    return Prepared(config, routes, cluster.broker, names, reread=reread)
 
 
 def reloaded_config(prepared: Prepared) -> Config:
     """The config as it is now on disk, validated, routes included (no broker contact).
 
-    Raises ``ConfigError`` for an invalid config and ``StartupError`` when it changes the
+    Raises ``ConfigError`` for an invalid config and ``ReloadRefused`` when it changes the
     spool, which only a restart can apply.
     """
     assert prepared.reread is not None
     config = prepared.reread()
     if config.spool != prepared.config.spool:
-        raise StartupError("[spool] changed; restart hookd to apply it")
+        raise ReloadRefused("[spool] changed; restart hookd to apply it")
     build_routes(config)
     return config
 
 
-def resolved_routes(config: Config) -> RouteTable:
-    """The route table of ``config`` with its topics created or looked up (blocking)."""
-    routes = build_routes(config)
-    try:
-        return resolve_topics(kafka_application(config), routes)
-    except Exception as exc:
-        raise StartupError(f"cannot resolve topics on the broker: {exc}") from exc
-
-
 def reload_routes(prepared: Prepared, running: RouteTable) -> tuple[Config, RouteTable]:
-    """The routes of the config on disk (blocking: run it in a thread). A route whose path
-    and window size stay keeps its redelivery window."""
+    """The routes of the config on disk. A route whose path and window size stay keeps its
+    redelivery window. New topics are created by the publisher when the broker answers."""
     config = reloaded_config(prepared)
-    routes = resolved_routes(config)
+    routes = build_routes(config)
     kept = {route.path: route.dedup for route in running.routes}
     return config, RouteTable(
         tuple(
@@ -370,14 +332,30 @@ def reload_routes(prepared: Prepared, running: RouteTable) -> tuple[Config, Rout
     )
 
 
+async def _open_spool(directory: Path, max_bytes: int, worker_index: int) -> Spool:
+    """This worker's spool file; while another worker forwards it as an orphan (the worker
+    count grew back), wait for it."""
+    deadline = time.monotonic() + SPOOL_LOCK_WAIT_S
+    while True:
+        try:
+            return await Spool.open(directory, max_bytes, worker_index)
+        except SpoolLocked as exc:
+            if time.monotonic() >= deadline:
+                raise StartupError(f"cannot open the spool: {exc}") from None
+            await asyncio.sleep(0.5)
+        except SpoolError as exc:
+            raise StartupError(f"cannot open the spool: {exc}") from None
+
+
 async def run_worker(
     prepared: Prepared,
     worker_index: int = 0,
+    worker_count: int = 1,
     *,
     reuse_port: bool = False,
     admin_path: str | None = None,
 ) -> None:
-    hookd = await Hookd.open(prepared, worker_index)
+    hookd = await Hookd.open(prepared, worker_index, worker_count)
     await hookd.run(reuse_port=reuse_port, admin_path=admin_path)
 
 

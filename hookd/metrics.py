@@ -38,6 +38,7 @@ class Metrics:
         self.verify_failures: Counter[tuple[str, str]] = Counter()
         self.delivery_failures: Counter[str] = Counter()
         self.dedup_hits: Counter[str] = Counter()
+        self.producer_rebuilds = 0
         self.publish_latency = Histogram(LATENCY_BUCKETS)
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
 
@@ -52,6 +53,9 @@ class Metrics:
 
     def delivery_failed(self, reason: str) -> None:
         self.delivery_failures[reason] += 1
+
+    def producer_rebuilt(self) -> None:
+        self.producer_rebuilds += 1
 
     def observe_publish(self, seconds: float) -> None:
         self.publish_latency.observe(seconds)
@@ -106,6 +110,14 @@ class Metrics:
             "counter",
             "Redeliveries of an already published id, answered 2xx and not published.",
             [(f'route="{_escape(route)}"', n) for route, n in sorted(self.dedup_hits.items())],
+        )
+        _family(
+            lines,
+            "hookd_producer_rebuilds_total",
+            "counter",
+            "Kafka producers replaced because they stopped delivering (fenced, fatal error, "
+            "deliveries failing while the broker answers).",
+            [("", self.producer_rebuilds)],
         )
         hist = self.publish_latency
         lines.append("# HELP hookd_publish_latency_seconds From hand-over to the broker's ack.")

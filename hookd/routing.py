@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 from hookd.config import Config, ConfigError, RouteConfig
 from hookd.dedup import DedupWindow
+from hookd.publish.ack import AckMode
 from hookd.record import KeyRule
 from hookd.verify import SCHEMES, SchemeConfigError, Verifier
-
-
-class AckMode(enum.Enum):
-    """What a 2xx waits for (see ``hookd.publish.outbox``)."""
-
-    KAFKA = "kafka"
-    KAFKA_OR_SPOOL = "kafka, spool on failure"
-    SPOOL = "spool"
 
 
 @dataclass(frozen=True, slots=True)

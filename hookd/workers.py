@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,15 +29,16 @@ import uvloop
 from hookd.admin import AdminProtocol
 from hookd.app import (
     Prepared,
+    ReloadRefused,
     StartupError,
     listen_socket,
     reloaded_config,
-    resolved_routes,
     run_worker,
 )
 from hookd.config import Config, ConfigError
 from hookd.logs import tag_worker
 from hookd.metrics import merge_expositions
+from hookd.routing import build_routes
 
 log = logging.getLogger("hookd.workers")
 
@@ -47,6 +49,12 @@ RESTART_BACKOFF_MAX_S = 30.0
 HEALTHY_AFTER_S = 60.0
 #: How long the admin process waits for one worker's answer.
 WORKER_QUERY_TIMEOUT_S = 2.0
+#: How often the supervisor asks each worker's ``/healthz``; a worker that answers 503 (wedged)
+#: or does not answer this many times in a row is restarted, as a crashed one is.
+HEALTH_INTERVAL_S = 5.0
+UNHEALTHY_CHECKS = 3
+#: A worker is asked only once it has had this long to start.
+HEALTH_GRACE_S = 15.0
 
 
 def supervise(prepared: Prepared, count: int) -> int:
@@ -77,6 +85,8 @@ class _Supervisor:
         self._failed = False
         self._hup_pending = False
         self._latest: Config | None = None  # the last config reloaded with SIGHUP
+        self._unhealthy: dict[int, int] = {}  # worker index -> failed health checks in a row
+        self._next_health_check = 0.0
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -90,6 +100,7 @@ class _Supervisor:
             if self._hup_pending:
                 self._remember_reload()
             self._reap()
+            self._check_health()
             now = time.monotonic()
             for index, due in list(self._restart_at.items()):
                 if now >= due:
@@ -114,12 +125,35 @@ class _Supervisor:
         if self._prepared.reread is None:
             return
         # An invalid config: the workers refuse it too and log why; the last good one stays.
-        with contextlib.suppress(ConfigError, StartupError):
+        with contextlib.suppress(ConfigError, ReloadRefused):
             self._latest = reloaded_config(self._prepared)
+
+    def _check_health(self) -> None:
+        """Restart a worker that stays wedged (``/healthz`` 503: deliveries failing while the
+        broker answers) or whose loop stopped answering: SIGTERM drains it and hands its spool
+        over, ``_reap`` starts it again."""
+        now = time.monotonic()
+        if now < self._next_health_check:
+            return
+        self._next_health_check = now + HEALTH_INTERVAL_S
+        for pid, index in list(self._workers.items()):
+            if now - self._started_at[index] < HEALTH_GRACE_S:
+                continue
+            problem = _health(self._sockets[index])
+            if problem is None:
+                self._unhealthy.pop(index, None)
+                continue
+            count = self._unhealthy[index] = self._unhealthy.get(index, 0) + 1
+            if count == UNHEALTHY_CHECKS:
+                log.error("worker %d (pid %d) unhealthy: %s; restarting it", index, pid, problem)
+                _signal(pid, signal.SIGTERM)
+            elif count > UNHEALTHY_CHECKS:  # it did not drain
+                _signal(pid, signal.SIGKILL)
 
     def _start_worker(self, index: int) -> None:
         latest = self._latest
-        pid = _fork(lambda: _worker_main(self._prepared, index, self._sockets[index], latest))
+        self._unhealthy.pop(index, None)
+        pid = _fork(lambda: _worker_main(self._prepared, index, self._sockets, latest))
         self._workers[pid] = index
         self._started_at[index] = time.monotonic()
 
@@ -217,13 +251,32 @@ def _describe(status: int) -> str:
     return f"status {os.waitstatus_to_exitcode(status)}"
 
 
-def _worker_main(prepared: Prepared, index: int, admin_path: str, latest: Config | None) -> None:
+def _worker_main(prepared: Prepared, index: int, sockets: list[str], latest: Config | None) -> None:
     tag_worker(index)
     if latest is not None:  # restarted after a reload: serve what the others serve
-        prepared = dataclasses.replace(prepared, routes=resolved_routes(latest))
+        prepared = dataclasses.replace(prepared, routes=build_routes(latest))
+    admin_path = sockets[index]
     if os.path.exists(admin_path):
         os.unlink(admin_path)  # left by a predecessor that crashed
-    uvloop.run(run_worker(prepared, index, reuse_port=True, admin_path=admin_path))
+    uvloop.run(run_worker(prepared, index, len(sockets), reuse_port=True, admin_path=admin_path))
+
+
+def _health(path: str) -> str | None:
+    """Ask a worker's ``/healthz`` (blocking, bounded): ``None`` when it answers 200."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(WORKER_QUERY_TIMEOUT_S)
+            sock.connect(path)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: worker\r\n\r\n")
+            raw = b""
+            while chunk := sock.recv(4096):
+                raw += chunk
+    except OSError as exc:
+        return f"not answering /healthz ({exc.strerror or exc})"
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if head.startswith(b"HTTP/1.1 200"):
+        return None
+    return body.decode(errors="replace").strip() or "no answer"
 
 
 # -- the admin process: one view of the whole set ------------------------------------------
@@ -234,6 +287,9 @@ class _SetView:
 
     def __init__(self, sockets: list[str]) -> None:
         self._sockets = sockets
+
+    async def wedged(self) -> str | None:
+        return None  # the supervisor restarts a wedged worker itself
 
     async def not_ready(self) -> str | None:
         answers = await asyncio.gather(*(_ask(path, "/readyz") for path in self._sockets))

@@ -1,14 +1,18 @@
-"""Where a verified record goes before its 2xx, by the route's ack mode; and the forwarder
-that drains the spool to Kafka.
+"""Durability: where a verified record goes before its 2xx, by the route's ack mode; the
+forwarder that drains the spool to Kafka; and whether this process can keep its promise now.
 
 * ``KAFKA``: the broker's ack, or 503.
 * ``KAFKA_OR_SPOOL``: the broker's ack; if Kafka cannot ack (down, slow past the ack timeout,
-  local queue full), the spool's fsync instead.
+  local queue full, producer being replaced), the spool's fsync instead.
 * ``SPOOL``: the spool's fsync; the forwarder publishes it in the background.
+
+A record the broker refuses for good (too large, not authorized, invalid topic) is never put in
+the spool as a fallback: the spool could not forward it either, so the request gets 503.
 
 Records that reach Kafka through the spool keep their original timestamp, key and headers.
 The forwarder deletes a spooled record only after the broker acked it, so a crash at any point
-repeats records rather than losing them (at-least-once).
+repeats records rather than losing them (at-least-once). It also adopts spool files of worker
+indexes that no longer run (the worker count shrank) and removes them once forwarded.
 """
 
 from __future__ import annotations
@@ -16,12 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
+from hookd.publish.ack import AckMode
+from hookd.publish.health import Failure
 from hookd.publish.publisher import Publisher, PublishError
-from hookd.publish.spool import Spool, SpoolError, SpoolFull
+from hookd.publish.spool import Spool, SpoolError, SpoolFull, SpoolLocked, spool_indexes
 from hookd.record import Record
-from hookd.routing import AckMode
 
 log = logging.getLogger("hookd.spool")
 
@@ -29,18 +37,41 @@ log = logging.getLogger("hookd.spool")
 FORWARD_BATCH = 500
 #: Pause after a round in which some records were not acked, or while the broker is down.
 FORWARD_RETRY_S = 1.0
+#: How often the forwarder looks for spool files no running worker index owns.
+ADOPT_INTERVAL_S = 5.0
+#: A spool that holds records and forwarded none for this long is not draining.
+PROGRESS_WINDOW_S = 10.0
+#: Deliveries failing this long while the broker answers: this process is wedged, and a
+#: supervisor (or an orchestrator's liveness probe) should restart it.
+WEDGED_AFTER_S = 120.0
 
 
 class Outbox:
-    """Commits records durably per ack mode; owns the spool forwarder task."""
+    """Commits records durably per ack mode; runs the publisher and the spool forwarder, and
+    answers whether the promise can be kept (readiness) and whether the process is wedged."""
 
-    def __init__(self, publisher: Publisher, spool: Spool | None) -> None:
+    def __init__(
+        self,
+        publisher: Publisher,
+        spool: Spool | None,
+        *,
+        worker_count: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``worker_count``: spool files with an index at or above it have no worker and are
+        adopted by this one's forwarder."""
         self.publisher = publisher
         self.spool = spool
+        self._worker_count = worker_count
+        self._clock = clock
         self._spooled = asyncio.Event()
         self._forwarder: asyncio.Task[None] | None = None
         self._fallbacks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._progress_at = clock()  # the spool last was empty or had records forwarded
+        self._next_adoption = 0.0
+
+    # -- commit ---------------------------------------------------------------------------
 
     def commit(self, record: Record, mode: AckMode) -> asyncio.Future[None]:
         """A future that resolves once the record is durable, or fails with ``PublishError``."""
@@ -55,8 +86,12 @@ class Outbox:
     def _fall_back(
         self, record: Record, durable: asyncio.Future[None], published: asyncio.Future[None]
     ) -> None:
-        if published.exception() is None:
+        error = published.exception()
+        if error is None:
             durable.set_result(None)
+            return
+        if isinstance(error, PublishError) and error.failure is Failure.RECORD:
+            durable.set_exception(error)  # the forwarder could never deliver it either
             return
         task = asyncio.ensure_future(self._append(record))
         self._fallbacks.add(task)
@@ -83,23 +118,61 @@ class Outbox:
             raise PublishError("spool unavailable") from None
         self._spooled.set()
 
+    # -- health ---------------------------------------------------------------------------
+
+    def not_ready(self) -> str | None:
+        """Why this process cannot keep its promise now, or ``None``.
+
+        Deliveries failing make it unready, unless the spool, with room, takes the records and
+        either the broker is unreachable (an outage the spool is for: taking every replica out
+        of rotation would lose webhooks from senders that do not retry) or the forwarder is
+        making progress. A broker that answers while deliveries keep failing is not an outage
+        the spool can bridge: the spool would only grow.
+        """
+        publisher = self.publisher
+        problem = publisher.failing_reason()
+        if problem is None:
+            return None if publisher.answering else "broker has not answered lately"
+        spool = self.spool
+        if spool is None:
+            return problem
+        if spool.size_bytes >= spool.max_bytes:
+            return f"{problem}; spool full"
+        if publisher.health.broker_down is not None:
+            return None
+        if not spool.depth or self._clock() - self._progress_at < PROGRESS_WINDOW_S:
+            return None
+        return f"{problem}; spool not draining"
+
+    def wedged(self) -> str | None:
+        """Why this process should be restarted, or ``None``: deliveries have failed for
+        ``WEDGED_AFTER_S`` while the broker answers, and rebuilding the producer did not help."""
+        publisher = self.publisher
+        if publisher.health.broker_down is not None:
+            return None  # a restart cannot bring the broker back
+        failing_for = publisher.failing_for()
+        if failing_for < WEDGED_AFTER_S:
+            return None
+        return f"deliveries failing for {failing_for:.0f}s: {publisher.failing_reason()}"
+
     # -- the forwarder --------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the publisher, and the spool forwarder when there is a spool."""
+        self.publisher.start()
         if self.spool is not None:
             self._forwarder = asyncio.get_running_loop().create_task(
-                self._forward(), name="hookd-spool-forwarder"
+                self._forward(self.spool), name="hookd-spool-forwarder"
             )
 
-    async def _forward(self) -> None:
+    async def _forward(self, spool: Spool) -> None:
         """Drain the spool oldest first; delete only what the broker acked."""
-        spool = self.spool
-        assert spool is not None
         if spool.depth:
             log.info("spool holds %d records from before; forwarding them", spool.depth)
         while not self._closing:
             try:
                 await self._forward_once(spool)
+                await self._adopt_orphans(spool.directory)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -110,22 +183,76 @@ class Outbox:
     async def _forward_once(self, spool: Spool) -> None:
         """One round: wait for work, or publish a batch and delete what was acked."""
         if not spool.depth:
+            self._progress_at = self._clock()
             self._spooled.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._spooled.wait(), FORWARD_RETRY_S)
             return
-        if self.publisher.broker_down_since is not None:
+        if not await self._forward_batch(spool):
             await asyncio.sleep(FORWARD_RETRY_S)
-            return
+
+    async def _forward_batch(self, spool: Spool) -> bool:
+        """Publish the oldest records; delete the acked, set aside the refused for good.
+        Returns whether every record of the batch was settled."""
+        if self.publisher.refusal_for_all() is not None:
+            return False
         batch = await spool.oldest(FORWARD_BATCH)
         outcomes = await asyncio.gather(
             *(self.publisher.publish(record) for _, record in batch), return_exceptions=True
         )
-        acked = [row for (row, _), outcome in zip(batch, outcomes, strict=True) if outcome is None]
+        acked: list[int] = []
+        poison: dict[str, list[int]] = {}
+        for (row, record), outcome in zip(batch, outcomes, strict=True):
+            if outcome is None:
+                acked.append(row)
+            elif isinstance(outcome, PublishError) and outcome.failure is Failure.RECORD:
+                reason = str(outcome)
+                poison.setdefault(reason, []).append(row)
+                log.error(
+                    "spooled record %d (route %s, topic %s) refused by the broker for good, "
+                    "set aside as a dead letter: %s",
+                    row,
+                    _route_of(record),
+                    record.topic,
+                    reason,
+                )
         if acked:
             await spool.delete(acked)
-        if len(acked) < len(batch):
-            await asyncio.sleep(FORWARD_RETRY_S)
+            self._progress_at = self._clock()
+        for reason, rows in poison.items():
+            await spool.set_aside(rows, reason)
+            self._progress_at = self._clock()
+        return len(acked) + sum(map(len, poison.values())) == len(batch)
+
+    async def _adopt_orphans(self, directory: Path) -> None:
+        """Forward and remove the spool files of worker indexes that no longer run."""
+        now = self._clock()
+        if now < self._next_adoption or self.publisher.refusal_for_all() is not None:
+            return
+        self._next_adoption = now + ADOPT_INTERVAL_S
+        own = self.spool
+        assert own is not None
+        for index in spool_indexes(directory):
+            if index < self._worker_count or self._closing:
+                continue
+            try:
+                orphan = await Spool.open(directory, own.max_bytes, index)
+            except SpoolLocked:
+                continue  # another worker is adopting it
+            try:
+                if orphan.depth:
+                    log.warning(
+                        "adopting %s: %d records left by a worker index that no longer runs",
+                        orphan.db_path,
+                        orphan.depth,
+                    )
+                while orphan.depth and not self._closing:
+                    if not await self._forward_batch(orphan):
+                        break  # the broker is in trouble: try again next round
+            finally:
+                await orphan.close(remove_if_empty=True)
+            if not orphan.depth:
+                log.info("adopted %s forwarded; removed", orphan.db_path)
 
     async def close(self, timeout_s: float) -> int:
         """Within ``timeout_s``: forward what the spool holds while the broker is up, let the
@@ -138,7 +265,7 @@ class Outbox:
         while (
             spool is not None
             and spool.depth
-            and self.publisher.broker_down_since is None
+            and self.publisher.refusal_for_all() is None
             and loop.time() < deadline
         ):
             await asyncio.sleep(0.05)
@@ -155,3 +282,10 @@ class Outbox:
             await self.spool.close()
             log.info("spool closed with %d records for the next start", self.spool.depth)
         return left
+
+
+def _route_of(record: Record) -> str:
+    for name, value in record.headers:
+        if name == "hookd-route":
+            return value.decode(errors="replace")
+    return "?"

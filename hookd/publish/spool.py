@@ -55,8 +55,13 @@ so a ``kill -9`` never leaves a stale lock. (The lock is on a separate file beca
 descriptor of the database file would drop SQLite's own POSIX locks.) hookd may run N worker
 processes sharing one ``[spool] path``: each worker opens its own file in that directory,
 ``spool-<worker_index>.db`` with ``spool-<worker_index>.lock``, so workers never contend for a
-lock or a writer. Whoever drains a directory after the worker count shrinks must open the
-orphaned indexes too.
+lock or a writer. After the worker count shrinks, files with an index no worker has any more
+are adopted: :func:`spool_indexes` lists them, a worker opens one (the lock decides who), the
+outbox forwards it and closes it with ``remove_if_empty``.
+
+Dead letters. A record the broker refuses for good (too large for the topic, not authorized,
+an invalid topic) would stop the forwarder at the head of the queue; :meth:`Spool.set_aside`
+moves it into a ``dead_letter`` table in the same file, with the reason.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ import queue
 import sqlite3
 import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +92,8 @@ JOURNAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
 #: shell) holds on the file before failing the group; hookd itself never contends (flock).
 BUSY_TIMEOUT_S: Final = 1.0
 #: ``PRAGMA user_version`` of the schema below; an unknown version is refused, not guessed at.
-SCHEMA_VERSION: Final = 1
+#: Version 1 had no ``dead_letter`` table; opening it adds one.
+SCHEMA_VERSION: Final = 2
 #: Ids per ``IN (...)`` list: well under SQLite's bound-parameter limit on every version.
 _DELETE_CHUNK: Final = 500
 
@@ -101,6 +108,26 @@ CREATE TABLE IF NOT EXISTS spool (
     size         INTEGER NOT NULL                    -- payload bytes counted against max_bytes
 )
 """
+#: Records the broker refused for good (too large, not authorized, invalid topic), set aside
+#: so that the records behind them go on; an operator inspects them (``hookd spool``).
+_DEAD_LETTER_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id           INTEGER PRIMARY KEY,                -- its id in the spool table
+    topic        TEXT    NOT NULL,
+    key          BLOB,
+    value        BLOB    NOT NULL,
+    headers      BLOB    NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    size         INTEGER NOT NULL,
+    reason       TEXT    NOT NULL,
+    set_aside_ms INTEGER NOT NULL
+)
+"""
+_SET_ASIDE: Final = (
+    "INSERT OR REPLACE INTO dead_letter "
+    "SELECT id, topic, key, value, headers, timestamp_ms, size, ?, ? FROM spool WHERE id = ?"
+)
+_COUNT_DEAD: Final = "SELECT COUNT(*) FROM dead_letter"
 _INSERT: Final = (
     "INSERT INTO spool (topic, key, value, headers, timestamp_ms, size) VALUES (?, ?, ?, ?, ?, ?)"
 )
@@ -112,7 +139,7 @@ _SELECT_TOTALS: Final = "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool"
 _U32: Final = struct.Struct(">I")
 
 _Row = tuple[str, bytes | None, bytes, bytes, int, int]
-_Stats = tuple[int, int, int | None, int]  # depth, size_bytes, oldest_timestamp_ms, commits
+_Stats = tuple[int, int, int | None, int, int]  # depth, size, oldest ts, commits, dead letters
 
 
 class SpoolError(Exception):
@@ -145,6 +172,13 @@ class _Delete:
 
 
 @dataclass(slots=True)
+class _SetAside:
+    ids: tuple[int, ...]
+    reason: str
+    future: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
 class _Oldest:
     limit: int
     future: asyncio.Future[Any]
@@ -155,7 +189,7 @@ class _Stop:
 
 
 _STOP: Final = _Stop()
-_Op = _Append | _Delete | _Oldest | _Stop
+_Op = _Append | _Delete | _SetAside | _Oldest | _Stop
 _Outcome = tuple[asyncio.Future[Any], object, BaseException | None]
 
 
@@ -186,15 +220,17 @@ class Spool:
         self._size = 0
         self._oldest_ts: int | None = None
         self._commits = 0
+        self._dead_letters = 0
         self._pending_bytes = 0  # accepted appends not committed yet
         self._closing = False
+        self._remove_if_empty = False
         self._dead: BaseException | None = None
         self._ready: asyncio.Future[_Stats] = loop.create_future()
         self._stopped: asyncio.Future[None] = loop.create_future()
         # Writer-thread state: only the writer thread touches these.
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
-        self._w_stats: _Stats = (0, 0, None, 0)
+        self._w_stats: _Stats = (0, 0, None, 0, 0)
         self._thread = threading.Thread(
             target=self._run, name=f"hookd-spool-{worker_index}", daemon=True
         )
@@ -236,6 +272,11 @@ class Spool:
         Records arrive in receive-time order, so this is how far behind the forwarder is.
         """
         return self._oldest_ts
+
+    @property
+    def dead_letters(self) -> int:
+        """Records set aside because the broker refused them for good."""
+        return self._dead_letters
 
     @property
     def commits(self) -> int:
@@ -291,14 +332,28 @@ class Spool:
         self._queue.put(_Delete(id_tuple, future))
         await future
 
-    async def close(self) -> None:
+    async def set_aside(self, ids: Sequence[int], reason: str) -> None:
+        """Move these records out of the queue into the ``dead_letter`` table, with why: the
+        broker refused them for good, and the records behind them must go on."""
+        self._check_open()
+        id_tuple = tuple(int(i) for i in ids)
+        if not id_tuple:
+            return
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put(_SetAside(id_tuple, reason, future))
+        await future
+
+    async def close(self, *, remove_if_empty: bool = False) -> None:
         """Finish every queued operation, close the database, release the lock, stop the thread.
 
+        ``remove_if_empty``: delete the files too when no record (and no dead letter) is left,
+        before the lock is released -- for a spool file no worker index owns any more.
         Idempotent: later calls wait for the same shutdown. Calls made after ``close`` began
         raise :class:`SpoolClosed`.
         """
         if not self._closing:
             self._closing = True
+            self._remove_if_empty = remove_if_empty
             self._queue.put(_STOP)
         await asyncio.shield(self._stopped)
 
@@ -309,7 +364,7 @@ class Spool:
             raise SpoolError(f"spool {self.db_path} writer died: {self._dead!r}") from self._dead
 
     def _apply_stats(self, stats: _Stats) -> None:
-        self._depth, self._size, self._oldest_ts, self._commits = stats
+        self._depth, self._size, self._oldest_ts, self._commits, self._dead_letters = stats
 
     def _resolve(self, outcomes: list[_Outcome], stats: _Stats, committed_bytes: int) -> None:
         """Loop callback, one per processed group: update the counters, resolve the futures."""
@@ -346,9 +401,8 @@ class Spool:
                 released += op.size
             reason = error if error is not None else SpoolClosed(f"spool {self.db_path} closed")
             leftovers.append((op.future, None, reason))
-        self._resolve(
-            leftovers, (self._depth, self._size, self._oldest_ts, self._commits), released
-        )
+        stats = (self._depth, self._size, self._oldest_ts, self._commits, self._dead_letters)
+        self._resolve(leftovers, stats, released)
         if not self._stopped.done():
             self._stopped.set_result(None)
 
@@ -377,9 +431,20 @@ class Spool:
             if self._conn is not None:
                 with contextlib.suppress(Exception):
                     self._conn.close()
+                depth, dead = self._w_stats[0], self._w_stats[4]
+                if error is None and self._remove_if_empty and depth == 0 and dead == 0:
+                    self._remove_files()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # releases the flock
             self._post(self._on_stopped, error)
+
+    def _remove_files(self) -> None:
+        """Delete the database and its WAL files (the lock file stays: another process may
+        hold it open, and removing it would let two processes lock two different files)."""
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.db_path}{suffix}")
+        _fsync_dir(self.directory)
 
     def _setup(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -415,17 +480,19 @@ class Spool:
                     f"spool {self.db_path} has schema version {version}; "
                     f"this hookd reads version {SCHEMA_VERSION}"
                 )
-            if version == 0:
+            if version != SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute(_SCHEMA)
+                conn.execute(_DEAD_LETTER_SCHEMA)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             depth, size = conn.execute(_SELECT_TOTALS).fetchone()
             head = conn.execute(_SELECT_HEAD).fetchone()
+            (dead,) = conn.execute(_COUNT_DEAD).fetchone()
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot open spool {self.db_path}: {exc}") from exc
         _fsync_dir(self.directory)
-        self._w_stats = (depth, size, head[0] if head else None, 0)
+        self._w_stats = (depth, size, head[0] if head else None, 0, dead)
 
     def _serve(self) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
@@ -459,7 +526,7 @@ class Spool:
         """One group: all writes in one transaction (one fsync), then the reads. Returns every
         outcome (for one callback to the loop) and the bytes of the appends it settled."""
         appends = [op for op in ops if isinstance(op, _Append)]
-        deletes = [op for op in ops if isinstance(op, _Delete)]
+        deletes = [op for op in ops if isinstance(op, _Delete | _SetAside)]
         reads = [op for op in ops if isinstance(op, _Oldest)]
         outcomes: list[_Outcome] = []
         if appends or deletes:
@@ -477,12 +544,16 @@ class Spool:
                 outcomes.append((read.future, None, exc))
         return outcomes, sum(op.size for op in appends)
 
-    def _write(self, appends: list[_Append], deletes: list[_Delete]) -> None:
+    def _write(self, appends: list[_Append], deletes: list[_Delete | _SetAside]) -> None:
         conn = self._conn
         assert conn is not None
-        depth, size, head, commits = self._w_stats
+        depth, size, head, commits, dead = self._w_stats
         conn.execute("BEGIN IMMEDIATE")
         for delete in deletes:
+            if isinstance(delete, _SetAside):
+                now_ms = int(time.time() * 1000)
+                conn.executemany(_SET_ASIDE, [(delete.reason, now_ms, i) for i in delete.ids])
+                (dead,) = conn.execute(_COUNT_DEAD).fetchone()
             for start in range(0, len(delete.ids), _DELETE_CHUNK):
                 chunk = delete.ids[start : start + _DELETE_CHUNK]
                 where = f"WHERE id IN ({','.join('?' * len(chunk))})"
@@ -501,7 +572,7 @@ class Spool:
             row = conn.execute(_SELECT_HEAD).fetchone()
             head = row[0] if row else None
         conn.execute("COMMIT")  # synchronous=FULL: returns after the WAL is fsynced
-        self._w_stats = (depth, size, head, commits + 1)
+        self._w_stats = (depth, size, head, commits + 1, dead)
 
     def _after_failed_write(self) -> None:
         """Roll back and recount: after a failed COMMIT the in-memory totals may be stale."""
@@ -513,7 +584,8 @@ class Spool:
         with contextlib.suppress(sqlite3.Error):
             depth, size = conn.execute(_SELECT_TOTALS).fetchone()
             row = conn.execute(_SELECT_HEAD).fetchone()
-            self._w_stats = (depth, size, row[0] if row else None, self._w_stats[3])
+            (dead,) = conn.execute(_COUNT_DEAD).fetchone()
+            self._w_stats = (depth, size, row[0] if row else None, self._w_stats[3], dead)
 
     def _read(self, limit: int) -> list[tuple[int, Record]]:
         conn = self._conn
@@ -585,3 +657,14 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def spool_indexes(directory: Path) -> list[int]:
+    """The worker indexes that have a spool file in ``directory`` (``spool-<index>.db``)."""
+    indexes: list[int] = []
+    with contextlib.suppress(FileNotFoundError):
+        for path in directory.glob("spool-*.db"):
+            number = path.stem.removeprefix("spool-")
+            if number.isdigit():
+                indexes.append(int(number))
+    return sorted(indexes)

@@ -132,7 +132,7 @@ def test_json_pointer_on_invalid_json_gives_no_key():
 
 
 def test_ack_modes_from_ack_and_fallback():
-    from hookd.routing import AckMode
+    from hookd.publish.ack import AckMode
 
     spool = {"path": "/var/spool/hookd"}
     routes = build_routes(
