@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import time
 
 from http_client import Client, request, segment_request
@@ -20,6 +21,59 @@ def route(topic: str, secret: str = "w-secret", path: str = "/in") -> dict[str, 
 def children(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as file:
         return [int(p) for p in file.read().split()]
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(int(link[len("socket:[") : -1]))
+    return inodes
+
+
+def worker_socket(pid: int) -> str | None:
+    """The private admin socket a worker listens on (``…/worker-<index>.sock``); None for the
+    admin process, which only connects to those."""
+    inodes = _socket_inodes(pid)
+    with open("/proc/net/unix") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if len(fields) < 8 or int(fields[6]) not in inodes:
+                continue
+            listening = int(fields[3], 16) & 0x10000  # __SO_ACCEPTCON
+            if listening and os.path.basename(fields[7]).startswith("worker-"):
+                return fields[7]
+    return None
+
+
+def workers_of(hookd) -> dict[int, str]:
+    """Worker pid -> its private socket, for the supervisor's children that are workers."""
+    found = {}
+    for pid in children(hookd.process.pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            path = worker_socket(pid)
+            if path is not None:
+                found[pid] = path
+    return found
+
+
+def answered_by(path: str, status: int) -> float:
+    """Requests to /in this one worker answered with ``status``, from its own /metrics."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: worker\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    wanted = f'hookd_requests_total{{route="/in",code="{status}"}} '.encode()
+    for line in data.split(b"\n"):
+        if line.startswith(wanted):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def wait_for(condition, timeout: float = 20) -> bool:
@@ -58,13 +112,22 @@ def test_two_workers_share_the_port_and_answer_as_one(broker, start_hookd):
     assert http_get(hookd.admin_port, "/readyz")[0] == 200
 
     # a crashed worker is replaced, and the set keeps serving meanwhile
-    workers = [pid for pid in children(hookd.process.pid)]
-    os.kill(workers[0], signal.SIGKILL)
+    workers = workers_of(hookd)
+    assert len(workers) == 2 and len(children(hookd.process.pid)) == 3  # and the admin process
+    victim, survivor = workers
+    served_before = answered_by(workers[survivor], 200)
+    os.kill(victim, signal.SIGKILL)
     # A connection the kernel queued on the dying worker's socket is reset; a sender retries.
     assert wait_for(lambda: during(hookd.address) == 200)
-    assert wait_for(lambda: len(children(hookd.process.pid)) == 3)  # 2 workers + admin
+    assert answered_by(workers[survivor], 200) > served_before  # the survivor served
+    assert wait_for(lambda: len(workers_of(hookd)) == 2 and victim not in workers_of(hookd))
+    restarted = [pid for pid in workers_of(hookd) if pid != survivor]
+    assert survivor in workers_of(hookd) and restarted[0] not in workers  # one new, one kept
+    assert workers_of(hookd)[restarted[0]] == workers[victim]  # in the dead worker's slot
+    assert f"(pid {victim}) exited (signal SIGKILL)" in hookd.log()
     assert wait_for(lambda: metric(hookd.admin_port, "hookd_workers") == 2)
-    assert "restarting in" in hookd.log()
+    # the restarted worker takes its share of new connections
+    assert wait_for(lambda: during(hookd.address) == 200 and answered_by(workers[victim], 200) > 0)
 
     hookd.signal(signal.SIGTERM)
     assert hookd.wait(30) == 0
@@ -122,8 +185,12 @@ def test_sighup_reaches_every_worker_and_survives_a_worker_restart(broker, start
     for _ in range(10):  # new connections land on both workers
         assert request(hookd.address, segment_request("/in", b"{}", b"two")).status == 200
     # A worker restarted after the reload serves the reloaded secret, not the start-up one.
-    os.kill(children(hookd.process.pid)[0], signal.SIGKILL)
-    assert wait_for(lambda: "restarting in" in hookd.log())
+    workers = workers_of(hookd)
+    victim, survivor = workers
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: len(workers_of(hookd)) == 2 and victim not in workers_of(hookd))
+    [restarted] = [pid for pid in workers_of(hookd) if pid != survivor]
+    assert restarted not in workers
     assert wait_for(lambda: metric(hookd.admin_port, "hookd_workers") == 2)
     statuses = set()
     for _ in range(20):
@@ -132,3 +199,6 @@ def test_sighup_reaches_every_worker_and_survives_a_worker_restart(broker, start
     assert statuses == {401}
     for _ in range(20):
         assert wait_for(lambda: during_with(hookd.address, b"two") == 200, timeout=5)
+    # … and both answers came from the restarted worker too, not only from the survivor
+    path = workers[victim]
+    assert answered_by(path, 401) > 0 and answered_by(path, 200) > 0
