@@ -42,7 +42,8 @@ def test_stripe_several_v1_entries_are_all_tried() -> None:
     new = stripe.WebhookSignature._compute_signature(signed, STRIPE_SECRET)
     header = f"t={t},v1={old},v1={new}"
     v = verifier("stripe", secrets=[STRIPE_SECRET])
-    assert v.verify(request([("Stripe-Signature", header)], body=BODY), NOW).delivery_id
+    result = v.verify(request([("Stripe-Signature", header)], body=BODY), NOW)
+    assert result == Verified(delivery_id=b"evt_1NxYz", event_type=b"invoice.paid")
 
 
 def test_stripe_v0_is_never_a_fallback() -> None:
@@ -87,7 +88,8 @@ def test_standard_webhooks_published_example() -> None:
     ]
     v = verifier("standard-webhooks", secrets=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
     body = b'{"test": 2432232314}'
-    assert v.verify(request(headers, body=body), 1614265330).delivery_id
+    result = v.verify(request(headers, body=body), 1614265330)
+    assert result == Verified(delivery_id=b"msg_p5jXN8AQM9LWM0D4loKWxJek")
     with pytest.raises(Rejected):
         v.verify(request(headers, body=b'{"test": 2432232315}'), 1614265330)
 
@@ -125,7 +127,8 @@ def test_slack_sdk_signature_is_accepted() -> None:
     ts = str(int(NOW))
     sig = SignatureVerifier(SLACK_SECRET).generate_signature(timestamp=ts, body=BODY)
     headers = [("X-Slack-Signature", sig), ("X-Slack-Request-Timestamp", ts)]
-    assert verifier("slack", secrets=[SLACK_SECRET]).verify(request(headers, body=BODY), NOW)
+    result = verifier("slack", secrets=[SLACK_SECRET]).verify(request(headers, body=BODY), NOW)
+    assert result == Verified()  # accepted, and not a url_verification handshake
 
 
 def test_slack_published_example() -> None:
@@ -230,7 +233,8 @@ def test_twilio_sdk_sha256_shared_key_signature() -> None:
     )
     v = verifier("twilio", secrets=[TWILIO_TOKEN], public_url=PUBLIC_URL)
     settings = ("X-Twilio-Webhooks-Signature-Settings", "key=ks_1,algorithm=HMAC_SHA256")
-    assert v.verify(request([("X-Twilio-Signature", sig), settings], body=form), NOW)
+    result = v.verify(request([("X-Twilio-Signature", sig), settings], body=form), NOW)
+    assert result == Verified()
     with pytest.raises(Rejected, match="mismatch"):  # the same signature read as SHA-1
         v.verify(request([("X-Twilio-Signature", sig)], body=form), NOW)
     unknown = ("X-Twilio-Webhooks-Signature-Settings", "algorithm=HMAC_MD5")
@@ -279,4 +283,5 @@ def test_sendgrid_published_example() -> None:
     )
     with pytest.raises(Rejected):
         verifier("sendgrid", public_key=bad).verify(request(headers, body=body), NOW)
-    assert verifier("sendgrid", public_key=[bad, key]).verify(request(headers, body=body), NOW)
+    rotated = verifier("sendgrid", public_key=[bad, key])
+    assert rotated.verify(request(headers, body=body), NOW) == Verified()

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from hookd.config import RouteConfig
-from hookd.verify import SCHEMES, Headers, Request, Verifier
+from hookd.verify import SCHEMES, Headers, Request, Verified, Verifier
 
 NOW = 1_760_000_000.0
 BODY = b'{"id":"evt_123","type":"thing.happened","n":1}'
@@ -118,3 +118,15 @@ def signed(
     scheme: str, secret: str, body: bytes = BODY, target: bytes = TARGET, now: float = NOW
 ) -> list[tuple[str, str]]:
     return symmetric(scheme, secret).sign(body, target, now)
+
+
+def accepted(scheme: str, headers: Iterable[tuple[str, str]]) -> Verified:
+    """What ``verify`` returns for :data:`BODY` signed by :func:`signed`: the delivery id the
+    scheme reads (from the id header sign() made up, or the body's ``id`` for Stripe)."""
+    values = {name.lower(): value for name, value in headers}
+    if scheme == "stripe":
+        return Verified(delivery_id=b"evt_123", event_type=b"thing.happened")
+    for header in ("webhook-id", "x-id"):  # Standard Webhooks and Svix; the generic hmac route
+        if header in values:
+            return Verified(delivery_id=values[header].encode())
+    return Verified()
