@@ -1,0 +1,279 @@
+"""Break the behaviour a test claims to guard and check that the test then fails.
+
+Each mutation is a textual replacement in a temporary copy of the working tree (the repository
+itself is never touched). The named tests run against that copy with this checkout's virtual
+environment, one pytest run per test; a test that still passes is a test that cannot fail, and
+makes the script exit 1.
+
+    .venv/bin/python scripts/mutations.py              # every mutation
+    .venv/bin/python scripts/mutations.py spool        # those whose name contains "spool"
+    .venv/bin/python scripts/mutations.py --baseline   # instead: every test passes unmutated
+
+The copy leaves out .git, .venv and caches (a fresh hypothesis database each time); hookd is
+imported from the copy (PYTHONPATH), also by the hookd processes the integration tests start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTEST = ROOT / ".venv" / "bin" / "pytest"
+IGNORED = shutil.ignore_patterns(
+    ".git", ".venv", ".hypothesis", ".pytest_cache", ".ruff_cache", "__pycache__", "results"
+)
+FUZZ = "tests/unit/test_protocol_fuzz.py"
+EDGES = "tests/integration/test_http_edges.py"
+SPOOL = "tests/unit/test_spool.py"
+PROTOCOL = "hookd/http/protocol.py"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str
+    #: (old, new) applied in order; each ``old`` must be in the file (every occurrence replaced).
+    edits: tuple[tuple[str, str], ...]
+    tests: tuple[str, ...]
+
+
+MUTATIONS = (
+    Mutation(
+        "check_deadline returns at once (no timeout ever fires)",
+        PROTOCOL,
+        (("        if now < self._deadline or self._state", "        if True or self._state"),),
+        (
+            f"{FUZZ}::test_a_stall_past_its_deadline_ends_the_connection",
+            f"{FUZZ}::test_arbitrary_bytes",
+            f"{EDGES}::test_slow_head_408_after_the_header_timeout",
+        ),
+    ),
+    Mutation(
+        "header and body deadlines swapped",
+        PROTOCOL,
+        (
+            ("config.header_timeout_s", "config.SWAP"),
+            ("config.body_timeout_s", "config.header_timeout_s"),
+            ("config.SWAP", "config.body_timeout_s"),
+        ),
+        (
+            f"{FUZZ}::test_a_stall_past_its_deadline_ends_the_connection",
+            f"{EDGES}::test_slow_head_408_after_the_header_timeout",
+            f"{EDGES}::test_slow_body_408_after_the_body_timeout",
+        ),
+    ),
+    Mutation(
+        "Content-Length body limit removed",
+        PROTOCOL,
+        (("        if length > route.max_body_bytes:", "        if False:"),),
+        (f"{FUZZ}::test_bodies_and_heads_over_the_limits_are_refused",),
+    ),
+    Mutation(
+        "chunked body limit removed",
+        PROTOCOL,
+        (("if self._chunked_size > route.max_body_bytes:", "if False:"),),
+        (f"{FUZZ}::test_bodies_and_heads_over_the_limits_are_refused",),
+    ),
+    Mutation(
+        "head size limit removed (no 431)",
+        PROTOCOL,
+        (
+            ("        if end > self._max_head:", "        if False:"),
+            ("            elif len(buffer) > self._max_head:", "            elif False:"),
+        ),
+        (f"{FUZZ}::test_bodies_and_heads_over_the_limits_are_refused",),
+    ),
+    Mutation(
+        "EOF mid-body publishes the partial body, unverified",
+        PROTOCOL,
+        (
+            (
+                '        never can be, so the connection closes."""\n',
+                '        never can be, so the connection closes."""\n'
+                "        if self._state is _State.BODY and self._buffer:\n"
+                "            self._on_body(bytes(self._buffer))\n",
+            ),
+            (
+                "verified = route.verifier.verify(verify_request, time.time())",
+                "verified = Verified()",
+            ),
+        ),
+        (f"{EDGES}::test_abrupt_disconnects_leave_server_healthy",),
+    ),
+    Mutation(
+        "a cancelled Spool.open leaves its writer and lock behind",
+        "hookd/publish/spool.py",
+        (("            await spool.close()  # a failed or cancelled open", "            pass  #"),),
+        (f"{SPOOL}::test_a_cancelled_open_releases_the_lock",),
+    ),
+    Mutation(
+        "spool PRAGMA synchronous=OFF",
+        "hookd/publish/spool.py",
+        (('"PRAGMA synchronous=FULL"', '"PRAGMA synchronous=OFF"'),),
+        (f"{SPOOL}::test_the_live_connection_commits_with_fsync",),
+    ),
+    Mutation(
+        "spool PRAGMA synchronous=NORMAL",
+        "hookd/publish/spool.py",
+        (('"PRAGMA synchronous=FULL"', '"PRAGMA synchronous=NORMAL"'),),
+        (f"{SPOOL}::test_the_live_connection_commits_with_fsync",),
+    ),
+    Mutation(
+        "spool directory not fsynced",
+        "hookd/publish/spool.py",
+        (("        _fsync_dir(self.directory)\n", ""),),
+        (f"{SPOOL}::test_open_fsyncs_the_directory_once_the_files_exist",),
+    ),
+    Mutation(
+        "TLS listener serves plain HTTP",
+        "hookd/app.py",
+        (("sock=public, ssl=tls_context(server)", "sock=public, ssl=None"),),
+        ("tests/integration/test_tls.py::test_tls_listener_accepts_a_verified_tls_client",),
+    ),
+    Mutation(
+        "a worker's death restarts the whole set (the survivor is killed too)",
+        "hookd/workers.py",
+        (
+            (
+                "            self._backoff[index] = backoff\n",
+                "            self._backoff[index] = backoff\n"
+                "            for other in list(self._workers):\n"
+                "                _signal(other, signal.SIGKILL)\n",
+            ),
+        ),
+        (
+            "tests/integration/test_workers_reload.py"
+            "::test_two_workers_share_the_port_and_answer_as_one",
+        ),
+    ),
+    Mutation(
+        "Stripe loses the event type",
+        "hookd/verify/stripe.py",
+        (
+            (
+                "event_type=json_field(document, self.type_field) if self.type_field else None,",
+                "event_type=None,",
+            ),
+        ),
+        (
+            "tests/unit/verify/test_verify_sdk.py::test_stripe_several_v1_entries_are_all_tried",
+            "tests/unit/verify/test_verify_catalogue.py::test_rotation_accepts_the_second_secret",
+        ),
+    ),
+    Mutation(
+        "headers confused by prefix (an unrelated header makes a duplicate)",
+        "hookd/verify/base.py",
+        (
+            (
+                "            if item_name == name:\n                if found is not None:",
+                "            if item_name[:5] == name[:5]:\n                if found is not None:",
+            ),
+        ),
+        (
+            "tests/unit/verify/test_verify_property.py::test_signed_requests_survive_arbitrary_bodies",
+        ),
+    ),
+    Mutation(
+        "fuzz strategy: bodies never over the limit",
+        FUZZ,
+        (
+            (
+                "st.sampled_from((limit - 1, limit, limit + 1)) | st.integers(0, 2 * limit)",
+                "st.integers(0, limit)",
+            ),
+        ),
+        (f"{FUZZ}::test_bodies_and_heads_over_the_limits_are_refused",),
+    ),
+    Mutation(
+        "fuzz strategy: stalls always short",
+        FUZZ,
+        (("    seconds = draw(near | st.floats(0.1, 2 * COMMIT_TIMEOUT_S))", "    seconds = 0.1"),),
+        (f"{FUZZ}::test_a_stall_past_its_deadline_ends_the_connection",),
+    ),
+    Mutation(
+        "fuzz strategy: no whole requests among the arbitrary bytes",
+        FUZZ,
+        (
+            (
+                "stream=st.tuples(WHOLE | JUNK, st.lists(WHOLE | JUNK | JUNK,",
+                "stream=st.tuples(JUNK, st.lists(JUNK,",
+            ),
+        ),
+        (f"{FUZZ}::test_arbitrary_bytes",),
+    ),
+)
+
+
+def copy_tree(destination: Path) -> None:
+    shutil.copytree(ROOT, destination, ignore=IGNORED, symlinks=True)
+
+
+def apply(tree: Path, mutation: Mutation) -> None:
+    path = tree / mutation.path
+    text = path.read_text()
+    for old, new in mutation.edits:
+        if old not in text:
+            raise SystemExit(f"{mutation.name}: {old!r} not in {mutation.path}: update the script")
+        text = text.replace(old, new)
+    path.write_text(text)
+
+
+def run_test(tree: Path, test: str, timeout: float) -> tuple[str, float]:
+    """'passed', 'failed' or why neither, and the seconds it took."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    command = [str(PYTEST), "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", test]
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            command, cwd=tree, env=env, capture_output=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout:.0f}s", time.monotonic() - started
+    elapsed = time.monotonic() - started
+    return {0: "passed", 1: "failed"}.get(done.returncode, f"rc {done.returncode}"), elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("only", nargs="*", help="run the mutations whose name contains one")
+    parser.add_argument(
+        "--baseline", action="store_true", help="only check that the tests pass unmutated"
+    )
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per test run")
+    args = parser.parse_args()
+    chosen = [m for m in MUTATIONS if not args.only or any(w in m.name for w in args.only)]
+    survivors = 0
+    with tempfile.TemporaryDirectory(prefix="hookd-mutations-") as scratch:
+        if args.baseline:
+            tree = Path(scratch) / "baseline"
+            copy_tree(tree)
+            for test in sorted({t for m in chosen for t in m.tests}):
+                outcome, seconds = run_test(tree, test, args.timeout)
+                print(f"baseline: {test}: {outcome} ({seconds:.0f}s)", flush=True)
+                survivors += outcome != "passed"
+            print(f"{survivors} problem(s)" if survivors else "every test passes", flush=True)
+            return 1 if survivors else 0
+        for n, mutation in enumerate(chosen):
+            tree = Path(scratch) / f"m{n}"
+            copy_tree(tree)
+            apply(tree, mutation)
+            for test in mutation.tests:
+                outcome, seconds = run_test(tree, test, args.timeout)
+                verdict = "FAILS, as it must" if outcome == "failed" else f"NOT KILLED: {outcome}"
+                print(f"{mutation.name} -> {test}: {verdict} ({seconds:.0f}s)", flush=True)
+                survivors += outcome != "failed"
+            shutil.rmtree(tree)
+    print(f"{survivors} problem(s)" if survivors else "every mutation is caught", flush=True)
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
