@@ -110,7 +110,7 @@ class Hookd:
         spool = None
         if config.spool is not None:
             spool = await _open_spool(Path(config.spool.path), config.spool.max_bytes, worker_index)
-        return cls(prepared, Outbox(publisher, spool, worker_count=worker_count), metrics)
+        return cls(prepared, Outbox(publisher, spool, metrics, worker_count=worker_count), metrics)
 
     def _register_gauges(self) -> None:
         gauge, ctx, spool = self.metrics.gauge, self.context, self.outbox.spool

@@ -39,6 +39,7 @@ class Metrics:
         self.delivery_failures: Counter[str] = Counter()
         self.dedup_hits: Counter[str] = Counter()
         self.producer_rebuilds = 0
+        self.spooled: Counter[str] = Counter()
         self.publish_latency = Histogram(LATENCY_BUCKETS)
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
 
@@ -53,6 +54,9 @@ class Metrics:
 
     def delivery_failed(self, reason: str) -> None:
         self.delivery_failures[reason] += 1
+
+    def spool_appended(self, reason: str) -> None:
+        self.spooled[reason] += 1
 
     def producer_rebuilt(self) -> None:
         self.producer_rebuilds += 1
@@ -118,6 +122,14 @@ class Metrics:
             "Kafka producers replaced because they stopped delivering (fenced, fatal error, "
             "deliveries failing while the broker answers).",
             [("", self.producer_rebuilds)],
+        )
+        _family(
+            lines,
+            "hookd_spooled_total",
+            "counter",
+            'Records committed to the spool: reason "ack" (ack = "spool") or "fallback" '
+            "(Kafka could not ack).",
+            [(f'reason="{reason}"', n) for reason, n in sorted(self.spooled.items())],
         )
         hist = self.publish_latency
         lines.append("# HELP hookd_publish_latency_seconds From hand-over to the broker's ack.")

@@ -104,6 +104,47 @@ def metric(port: int, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` passes
+    (then its last value is returned, for the caller's assertion to show)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+class Sampler:
+    """Calls ``probe`` every ``interval`` seconds in a thread, keeping (monotonic time, value)."""
+
+    def __init__(self, probe: Callable[[], Any], interval: float = 0.2) -> None:
+        self.samples: list[tuple[float, Any]] = []
+        self._probe = probe
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                value = self._probe()
+            except OSError as exc:
+                value = exc
+            self.samples.append((time.monotonic(), value))
+
+    def between(self, start: float, end: float) -> list[Any]:
+        return [value for at, value in self.samples if start <= at < end]
+
+
 def wait_ready(hookd: HookdProcess, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -124,7 +165,8 @@ HookdFactory = Callable[..., HookdProcess]
 class Launcher:
     """Starts hookd processes with generated configs; stops them all at the end."""
 
-    def __init__(self, broker: embedded_broker.Broker, directory: Path) -> None:
+    def __init__(self, broker: embedded_broker.Broker | None, directory: Path) -> None:
+        """``broker``: the default broker address, or ``None`` when every start names one."""
         self.broker = broker
         self.directory = directory
         self.started: list[HookdProcess] = []
@@ -141,7 +183,10 @@ class Launcher:
     ) -> HookdProcess:
         port, admin_port = embedded_broker.free_port(), embedded_broker.free_port()
         server_config = {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin_port}"}
-        kafka_config = {"broker_address": broker_address or self.broker.address, "ack_timeout_s": 5}
+        if broker_address is None:
+            assert self.broker is not None, "no broker to default to"
+            broker_address = self.broker.address
+        kafka_config = {"broker_address": broker_address, "ack_timeout_s": 5}
         n = len(self.started)
         config_path = self.directory / f"hookd-{n}.toml"
         config_path.write_text(
@@ -222,6 +267,8 @@ class Load:
         self.deadline = time.monotonic() + max_seconds
         self.accepted: list[bytes] = []
         self.statuses: dict[int, int] = {}
+        #: Every answer: (monotonic time the request was sent, time answered, status, body).
+        self.answers: list[tuple[float, float, int, bytes]] = []
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self._client, args=(i,)) for i in range(clients)]
 
@@ -234,6 +281,21 @@ class Load:
         for thread in self.threads:
             thread.join(30)
 
+    def statuses_between(self, start: float, end: float) -> dict[int, int]:
+        """Answers to requests sent within [start, end) (monotonic), by status."""
+        counts: dict[int, int] = {}
+        for sent, _, status, _ in self.answers:
+            if start <= sent < end:
+                counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    def first_200_after(self, moment: float) -> float | None:
+        """When the first request sent after ``moment`` was answered 200."""
+        return min(
+            (done for sent, done, st, _ in self.answers if sent >= moment and st == 200),
+            default=None,
+        )
+
     def _client(self, index: int) -> None:
         n = 0
         while time.monotonic() < self.deadline:
@@ -242,9 +304,11 @@ class Load:
                     while time.monotonic() < self.deadline:
                         body = f'{{"tag":"{self.tag}","client":{index},"n":{n}}}'.encode()
                         n += 1
+                        sent = time.monotonic()
                         client.send(segment_request(self.path, body, self.secret))
                         status = client.response().status
                         with self.lock:
+                            self.answers.append((sent, time.monotonic(), status, body))
                             self.statuses[status] = self.statuses.get(status, 0) + 1
                             if status == 200:
                                 self.accepted.append(body)

@@ -177,10 +177,10 @@ class Health:
         self.rebuild_reason = reason
 
     def rebuilt(self, now: float) -> None:
-        """A fresh producer took over. Failures of the old one no longer count; topics that
-        timed out are tried again at once."""
+        """A fresh producer took over; topics that timed out are tried again at once.
+        Deliveries count as failing until the first ack: a rebuild that does not help must not
+        hide a wedge from readiness and liveness."""
         self.rebuild_reason = None
-        self.failing = None
         self.topics_down = {t: d for t, d in self.topics_down.items() if t in self.topics_missing}
         if self.last_rebuild_at is not None and now - self.last_rebuild_at < ANSWER_WINDOW_S * 3:
             self.rebuild_backoff_s = min(self.rebuild_backoff_s * 2, REBUILD_BACKOFF_MAX_S)
@@ -209,8 +209,8 @@ class Health:
 
     def answering(self, now: float) -> bool:
         """The broker answered recently (an ack or a probe) and is not known unreachable."""
-        latest = max(self.last_ack_at or -1e18, self.last_probe_ok_at or -1e18)
-        return self.broker_down is None and now - latest < ANSWER_WINDOW_S
+        times = [t for t in (self.last_ack_at, self.last_probe_ok_at) if t is not None]
+        return self.broker_down is None and bool(times) and now - max(times) < ANSWER_WINDOW_S
 
     def failing_reason(self) -> str | None:
         """Why deliveries are failing now, or ``None``."""

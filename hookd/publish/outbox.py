@@ -25,6 +25,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from hookd.metrics import Metrics
 from hookd.publish.ack import AckMode
 from hookd.publish.health import Failure
 from hookd.publish.publisher import Publisher, PublishError
@@ -54,6 +55,7 @@ class Outbox:
         self,
         publisher: Publisher,
         spool: Spool | None,
+        metrics: Metrics,
         *,
         worker_count: int = 1,
         clock: Callable[[], float] = time.monotonic,
@@ -62,6 +64,7 @@ class Outbox:
         adopted by this one's forwarder."""
         self.publisher = publisher
         self.spool = spool
+        self._metrics = metrics
         self._worker_count = worker_count
         self._clock = clock
         self._spooled = asyncio.Event()
@@ -78,7 +81,7 @@ class Outbox:
         if mode is AckMode.KAFKA:
             return self.publisher.publish(record)
         if mode is AckMode.SPOOL:
-            return asyncio.ensure_future(self._append(record))
+            return asyncio.ensure_future(self._append(record, "ack"))
         durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.publisher.publish(record).add_done_callback(partial(self._fall_back, record, durable))
         return durable
@@ -93,7 +96,7 @@ class Outbox:
         if isinstance(error, PublishError) and error.failure is Failure.RECORD:
             durable.set_exception(error)  # the forwarder could never deliver it either
             return
-        task = asyncio.ensure_future(self._append(record))
+        task = asyncio.ensure_future(self._append(record, "fallback"))
         self._fallbacks.add(task)
         task.add_done_callback(partial(self._settle, durable))
 
@@ -107,7 +110,7 @@ class Outbox:
         else:
             durable.set_exception(error)
 
-    async def _append(self, record: Record) -> None:
+    async def _append(self, record: Record, reason: str) -> None:
         assert self.spool is not None, "config validation requires [spool] for spool modes"
         try:
             await self.spool.append(record)
@@ -116,6 +119,7 @@ class Outbox:
         except SpoolError as exc:
             log.error("spool append failed: %s", exc)  # the detail stays in the log
             raise PublishError("spool unavailable") from None
+        self._metrics.spool_appended(reason)
         self._spooled.set()
 
     # -- health ---------------------------------------------------------------------------

@@ -137,6 +137,9 @@ class Publisher:
             return refusal
         real = self._names.get(topic)
         if real is None:
+            # A route's topic not resolved yet, or the topic of a record spooled under an
+            # earlier config: the recovery task creates or looks it up.
+            self.want_topics((topic,))
             return f"topic {topic} not created yet"
         return self.health.refusal(real, self._clock())
 
