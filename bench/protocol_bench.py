@@ -23,8 +23,8 @@ import uvloop
 from hookd.config import validate
 from hookd.http.protocol import HttpProtocol, ServerContext
 from hookd.metrics import Metrics
-from hookd.record import Record
 from hookd.publish.ack import AckMode
+from hookd.record import Record
 from hookd.routing import build_routes
 
 SECRET = b"bench-secret"
