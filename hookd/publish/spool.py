@@ -109,7 +109,7 @@ CREATE TABLE IF NOT EXISTS spool (
 )
 """
 #: Records the broker refused for good (too large, not authorized, invalid topic), set aside
-#: so that the records behind them go on; an operator inspects them (``hookd spool``).
+#: so that the records behind them go on; an operator reads them with sqlite3 (docs/operations.md).
 _DEAD_LETTER_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS dead_letter (
     id           INTEGER PRIMARY KEY,                -- its id in the spool table
