@@ -34,6 +34,9 @@ FUZZ = "tests/unit/test_protocol_fuzz.py"
 EDGES = "tests/integration/test_http_edges.py"
 SPOOL = "tests/unit/test_spool.py"
 PROTOCOL = "hookd/http/protocol.py"
+FAULTS = "tests/integration/test_faults.py"
+OUTBOX = "tests/unit/test_outbox.py"
+HEALTH = "tests/unit/test_health.py"
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,88 @@ MUTATIONS = (
             ),
         ),
         (f"{FUZZ}::test_arbitrary_bytes",),
+    ),
+    Mutation(
+        "the producer is never rebuilt",
+        "hookd/publish/health.py",
+        (("        return self.rebuild_reason\n", "        return None\n"),),
+        (
+            f"{HEALTH}::test_a_fenced_producer_is_rebuilt_once_the_broker_answers",
+            f"{OUTBOX}::test_a_fenced_producer_is_replaced_and_delivery_resumes",
+            f"{FAULTS}::test_broker_frozen_past_the_ack_timeout_recovers[2]",
+        ),
+    ),
+    Mutation(
+        "a broker marked down is never seen up again",
+        "hookd/publish/health.py",
+        (("        self.broker_down = None\n", "        pass\n"),),
+        (
+            f"{HEALTH}::test_records_fail_at_once_while_the_broker_is_unreachable",
+            f"{FAULTS}::test_broker_frozen_past_the_ack_timeout_recovers[3]",
+        ),
+    ),
+    Mutation(
+        "readiness ignores failing deliveries",
+        "hookd/publish/outbox.py",
+        (("        problem = publisher.failing_reason()\n", "        problem = None\n"),),
+        (f"{OUTBOX}::test_unready_when_the_spool_stops_draining_and_wedged_after_the_bound",),
+    ),
+    Mutation(
+        "lost topics are not created again",
+        "hookd/publish/publisher.py",
+        (
+            (
+                "if t not in self._names or self._names[t] in missing}",
+                "if t not in self._names}",
+            ),
+        ),
+        (
+            f"{OUTBOX}::test_a_topic_lost_by_the_broker_is_created_again_and_delivery_resumes",
+            f"{FAULTS}::test_broker_restarted_empty_recovers",
+        ),
+    ),
+    Mutation(
+        "orphaned spool files are not adopted",
+        "hookd/publish/outbox.py",
+        (("            if index < self._worker_count or self._closing:", "            if True:"),),
+        (
+            f"{OUTBOX}::test_a_spool_file_no_worker_index_owns_is_forwarded_and_removed",
+            f"{FAULTS}::test_fewer_workers_forward_every_spool_file",
+        ),
+    ),
+    Mutation(
+        "poison records are retried forever",
+        "hookd/publish/outbox.py",
+        (
+            (
+                "elif isinstance(outcome, PublishError) and outcome.failure is Failure.RECORD:",
+                "elif False:",
+            ),
+        ),
+        (
+            f"{OUTBOX}::test_a_poison_record_in_the_spool_is_set_aside_and_the_rest_delivered",
+            f"{FAULTS}::test_a_poison_record_in_the_spool_does_not_stop_the_ones_behind_it",
+        ),
+    ),
+    Mutation(
+        "no offline boot",
+        "hookd/app.py",
+        (
+            (
+                "if not any(route.ack_mode is not AckMode.KAFKA for route in routes.routes):",
+                "if True:",
+            ),
+        ),
+        (f"{FAULTS}::test_offline_boot_serves_from_the_spool_and_forwards_when_the_broker_comes",),
+    ),
+    Mutation(
+        "the supervisor never restarts an unhealthy worker",
+        "hookd/workers.py",
+        (("            if count == UNHEALTHY_CHECKS:", "            if False:"),),
+        (
+            "tests/unit/test_supervisor_health.py"
+            "::test_a_worker_unhealthy_three_checks_in_a_row_is_terminated_then_killed",
+        ),
     ),
 )
 
