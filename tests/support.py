@@ -217,8 +217,10 @@ class Launcher:
 
 
 def read_topic(broker_address: str, topic: str, expected: int, timeout: float = 15) -> list[Any]:
-    """All records of partition 0 of ``topic`` once ``expected`` arrived (or the timeout);
-    read with assign() from offset 0, since the embedded broker's watermarks are unreliable."""
+    """All records of ``topic`` once ``expected`` arrived (or the timeout); read with assign()
+    from offset 0 of every partition, since the embedded broker's watermarks are unreliable.
+    A topic hookd creates has one partition; one the broker created by itself (a producer's
+    metadata request can auto-create it after a broker restart) may have more."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
@@ -231,7 +233,9 @@ def read_topic(broker_address: str, topic: str, expected: int, timeout: float = 
     )
     records: list[Any] = []
     try:
-        consumer.assign([TopicPartition(topic, 0, 0)])
+        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        partitions = sorted(metadata.partitions) if metadata and metadata.partitions else [0]
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         deadline = time.monotonic() + timeout
         settle = None
         while time.monotonic() < deadline:
