@@ -114,6 +114,7 @@ class Hookd:
 
     def _register_gauges(self) -> None:
         gauge, ctx, spool = self.metrics.gauge, self.context, self.outbox.spool
+        health = self.publisher.health
         gauge("hookd_in_flight_requests", "Requests waiting to be durable.", lambda: ctx.in_flight)
         gauge(
             "hookd_in_flight_bytes",
@@ -124,7 +125,7 @@ class Hookd:
         gauge(
             "hookd_broker_up",
             "1 when the broker answered recently and deliveries are not failing.",
-            lambda: int(self.publisher.answering and self.publisher.failing_reason() is None),
+            lambda: int(health.answering(time.monotonic()) and health.failing_reason() is None),
         )
         if spool is not None:
             gauge(

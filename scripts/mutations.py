@@ -234,7 +234,7 @@ MUTATIONS = (
     Mutation(
         "readiness ignores failing deliveries",
         "hookd/publish/outbox.py",
-        (("        problem = publisher.failing_reason()\n", "        problem = None\n"),),
+        (("        problem = health.failing_reason()\n", "        problem = None\n"),),
         (f"{OUTBOX}::test_unready_when_the_spool_stops_draining_and_wedged_after_the_bound",),
     ),
     Mutation(

@@ -14,6 +14,8 @@ import time
 import uuid
 from typing import Any
 
+from support import kafka_consumer
+
 
 def marker() -> bytes:
     """A body no other record has."""
@@ -24,16 +26,9 @@ def records_before(broker_address: str, topic: str, mark: bytes, timeout: float 
     """Every record of ``topic`` from its first offset up to the first one whose value is
     ``mark`` (excluded). Fails when the topic has more than one partition (order would not
     hold across partitions) or when the marker does not arrive within ``timeout``."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": broker_address,
-            "group.id": f"test-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = kafka_consumer(broker_address)
     records: list[Any] = []
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]

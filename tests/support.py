@@ -216,14 +216,11 @@ class Launcher:
             hookd.stop()
 
 
-def read_topic(broker_address: str, topic: str, expected: int, timeout: float = 15) -> list[Any]:
-    """All records of ``topic`` once ``expected`` arrived (or the timeout); read with assign()
-    from offset 0 of every partition, since the embedded broker's watermarks are unreliable.
-    A topic hookd creates has one partition; one the broker created by itself (a producer's
-    metadata request can auto-create it after a broker restart) may have more."""
-    from confluent_kafka import Consumer, TopicPartition
+def kafka_consumer(broker_address: str) -> Any:
+    """A consumer in a group of its own, reading from the start, committing nothing."""
+    from confluent_kafka import Consumer
 
-    consumer = Consumer(
+    return Consumer(
         {
             "bootstrap.servers": broker_address,
             "group.id": f"test-{uuid.uuid4().hex}",
@@ -231,6 +228,16 @@ def read_topic(broker_address: str, topic: str, expected: int, timeout: float = 
             "auto.offset.reset": "earliest",
         }
     )
+
+
+def read_topic(broker_address: str, topic: str, expected: int, timeout: float = 15) -> list[Any]:
+    """All records of ``topic`` once ``expected`` arrived (or the timeout); read with assign()
+    from offset 0 of every partition, since the embedded broker's watermarks are unreliable.
+    A topic hookd creates has one partition; one the broker created by itself (a producer's
+    metadata request can auto-create it after a broker restart) may have more."""
+    from confluent_kafka import TopicPartition
+
+    consumer = kafka_consumer(broker_address)
     records: list[Any] = []
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)

@@ -88,6 +88,8 @@ def classify(code: int) -> Failure:
     return Failure.UNREACHABLE
 
 
+_NONE: Final[frozenset[str]] = frozenset()
+
 #: A topic whose deliveries timed out is refused this long, then tried again.
 TOPIC_RETRY_S: Final = 2.0
 #: Least time between two rebuilds; doubles while rebuilding does not help, up to the maximum.
@@ -153,9 +155,14 @@ class Health:
         if self.broker_down is None:
             self.broker_down = _Trouble(now, reason)
 
-    def probe_answered(self, existing: set[str], wanted: set[str], now: float) -> None:
-        """A metadata probe answered with the topics that exist; ``wanted`` are the real names
-        of the topics hookd produces to."""
+    def probe_answered(
+        self,
+        now: float,
+        existing: frozenset[str] = frozenset(),
+        wanted: frozenset[str] = frozenset(),
+    ) -> None:
+        """The broker answered (a connection or a metadata probe), with the topics that exist;
+        ``wanted`` are the real names of the topics hookd produces to."""
         self.broker_down = None
         self.last_probe_ok_at = now
         gone = wanted - existing

@@ -133,31 +133,31 @@ class Outbox:
         making progress. A broker that answers while deliveries keep failing is not an outage
         the spool can bridge: the spool would only grow.
         """
-        publisher = self.publisher
-        problem = publisher.failing_reason()
+        health, now = self.publisher.health, self._clock()
+        problem = health.failing_reason()
         if problem is None:
-            return None if publisher.answering else "broker has not answered lately"
+            return None if health.answering(now) else "broker has not answered lately"
         spool = self.spool
         if spool is None:
             return problem
         if spool.size_bytes >= spool.max_bytes:
             return f"{problem}; spool full"
-        if publisher.health.broker_down is not None:
+        if health.broker_down is not None:
             return None
-        if not spool.depth or self._clock() - self._progress_at < PROGRESS_WINDOW_S:
+        if not spool.depth or now - self._progress_at < PROGRESS_WINDOW_S:
             return None
         return f"{problem}; spool not draining"
 
     def wedged(self) -> str | None:
         """Why this process should be restarted, or ``None``: deliveries have failed for
         ``WEDGED_AFTER_S`` while the broker answers, and rebuilding the producer did not help."""
-        publisher = self.publisher
-        if publisher.health.broker_down is not None:
+        health = self.publisher.health
+        if health.broker_down is not None:
             return None  # a restart cannot bring the broker back
-        failing_for = publisher.failing_for()
+        failing_for = health.failing_for(self._clock())
         if failing_for < WEDGED_AFTER_S:
             return None
-        return f"deliveries failing for {failing_for:.0f}s: {publisher.failing_reason()}"
+        return f"deliveries failing for {failing_for:.0f}s: {health.failing_reason()}"
 
     # -- the forwarder --------------------------------------------------------------------
 

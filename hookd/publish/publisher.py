@@ -104,7 +104,7 @@ class Publisher:
         self._unreachable_logged = False
         if connected:
             self._producer = cluster.producer(partial(self._on_producer_error, 0))
-            self.health.probe_answered(set(self._names.values()), set(), clock())
+            self.health.probe_answered(clock())
         else:
             self.health.broker_unreachable("not reached since start-up", clock())
 
@@ -311,7 +311,7 @@ class Publisher:
         log.info("broker reachable: connected")
         self._generation += 1
         self._producer = self._cluster.producer(partial(self._on_producer_error, self._generation))
-        self.health.probe_answered(set(), set(), self._clock())
+        self.health.probe_answered(self._clock())
         await self._resolve_topics()
 
     async def _probe(self) -> None:
@@ -322,7 +322,9 @@ class Publisher:
             return
         if self.health.broker_down is not None:
             log.info("broker reachable again")
-        self.health.probe_answered(existing, set(self._names.values()), self._clock())
+        self.health.probe_answered(
+            self._clock(), frozenset(existing), frozenset(self._names.values())
+        )
 
     async def _resolve_topics(self) -> None:
         """Create or look up topics not resolved yet, and those the broker lost."""
@@ -361,33 +363,18 @@ class Publisher:
         """Collect retired producers' reports; drop a producer once it holds nothing (or its
         time is up: what it still holds is purged, and those requests fail now)."""
         now = self._clock()
-        done: list[ProducerLike] = []
         for retired in self._retired:
             retired.producer.poll(0)
             if len(retired.producer) and now >= retired.deadline:
                 retired.producer.purge()
                 retired.producer.poll(0)
-            if not len(retired.producer):
-                done.append(retired.producer)
+        del retired  # the loop variable must not keep a producer alive on the loop thread
+        done = [r.producer for r in self._retired if not len(r.producer)]
         if done:
-            self._retired = [r for r in self._retired if r.producer not in done]
+            self._retired = [r for r in self._retired if len(r.producer)]
             # Destroying a librdkafka client can block on its threads: not on the loop. The
-            # list is the last reference once this frame returns.
-            asyncio.get_running_loop().run_in_executor(None, _drop_later, done)
-
-    # -- what the rest of hookd reads -----------------------------------------------------
-
-    def failing_reason(self) -> str | None:
-        """Why deliveries fail now (broker unreachable, or failures since the last ack)."""
-        return self.health.failing_reason()
-
-    def failing_for(self) -> float:
-        return self.health.failing_for(self._clock())
-
-    @property
-    def answering(self) -> bool:
-        """The broker answered recently (an ack or a metadata probe)."""
-        return self.health.answering(self._clock())
+            # list holds the last references; clearing it in the thread destroys them there.
+            asyncio.get_running_loop().run_in_executor(None, done.clear)
 
     # -- shutdown -------------------------------------------------------------------------
 
@@ -418,9 +405,3 @@ class Publisher:
                     producer.purge()
                     producer.poll(0)
         return left
-
-
-def _drop_later(producers: list[ProducerLike]) -> None:
-    """Release the last references to retired producers, in a worker thread."""
-    time.sleep(0.1)  # the loop's frame that handed them over has returned by now
-    producers.clear()

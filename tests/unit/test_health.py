@@ -35,7 +35,7 @@ def test_classify(code, failure):
 
 def answering_health(now: float = 0.0) -> Health:
     health = Health()
-    health.probe_answered({"a", "b"}, {"a", "b"}, now)
+    health.probe_answered(now, frozenset({"a", "b"}), frozenset({"a", "b"}))
     return health
 
 
@@ -45,7 +45,7 @@ def test_a_fenced_producer_is_rebuilt_once_the_broker_answers():
     health.failed("a", Failure.PRODUCER, "fenced", 2.0)
     assert health.rebuild_due(2.0) is None  # a new producer could do no better yet
     assert health.failing_reason() == "broker not reachable: stalled"
-    health.probe_answered({"a", "b"}, {"a", "b"}, 3.0)
+    health.probe_answered(3.0, frozenset({"a", "b"}), frozenset({"a", "b"}))
     assert health.rebuild_due(3.0) == "fenced"
     assert health.failing_reason() == "deliveries failing: fenced"
     health.rebuilt(3.0)
@@ -87,14 +87,16 @@ def test_records_fail_at_once_while_the_broker_is_unreachable():
     assert health.refusal("a", 5.0) == "broker unavailable"
     assert not health.answering(5.0)
     assert health.failing_for(7.0) == 2.0
-    health.probe_answered({"a", "b"}, {"a", "b"}, 8.0)
+    health.probe_answered(8.0, frozenset({"a", "b"}), frozenset({"a", "b"}))
     assert health.refusal("a", 8.0) is None and health.answering(8.0)
 
 
 def test_a_topic_the_broker_lost_is_refused_until_created_again_then_the_producer_rebuilt():
     health = answering_health()
     health.failed("a", Failure.UNREACHABLE, "timed out", 1.0)
-    health.probe_answered({"b"}, {"a", "b"}, 2.0)  # the broker restarted empty of "a"
+    health.probe_answered(
+        2.0, frozenset({"b"}), frozenset({"a", "b"})
+    )  # the broker restarted empty of "a"
     assert health.topics_missing == {"a"}
     assert health.refusal("a", 100.0) is not None  # refused however long it takes
     assert health.rebuild_due(100.0) is None  # creating the topic comes first

@@ -316,8 +316,9 @@ def check_invariants(outcome: Outcome, sent: bytes) -> list[Answer]:
     return finals
 
 
-def labels(outcome: Outcome, finals: list[Answer]) -> list[str]:
-    """Where one example went, for the distribution checks."""
+def labels(outcome: Outcome, finals: list[Answer], *, small: bool = False) -> list[str]:
+    """Where one example went, for the distribution checks; with ``small`` (the example ran
+    with SMALL) every label is counted once more as ``small-<label>``."""
     out = ["examples", *{f"status-{answer.status}" for answer in finals}, *set(outcome.fired)]
     if finals:
         out.append("answered")
@@ -325,7 +326,7 @@ def labels(outcome: Outcome, finals: list[Answer]) -> list[str]:
         out.append("published")
     if any(answer.status == 401 and b"mismatch" in answer.body for answer in finals):
         out.append("signature-checked")
-    return out
+    return [*out, *(f"small-{label}" for label in out)] if small else out
 
 
 # -- generating requests ---------------------------------------------------------------------
@@ -643,11 +644,9 @@ def test_arbitrary_bytes(loop: ManualClockLoop) -> None:
             loop, steps, outcomes, config=SMALL if small else DEFAULT, ending=ending
         )
         finals = check_invariants(outcome, stream)
-        seen.update(labels(outcome, finals))
-        if small:
-            seen.update(f"small-{label}" for label in labels(outcome, finals))
-            if {413, 431} & {answer.status for answer in finals}:
-                seen["small-over-limit"] += 1
+        seen.update(labels(outcome, finals, small=small))
+        if small and {413, 431} & {answer.status for answer in finals}:
+            seen["small-over-limit"] += 1
 
     prop()
     assert_reached(
@@ -686,9 +685,7 @@ def test_mutated_requests(loop: ManualClockLoop) -> None:
             loop, steps, outcomes, config=SMALL if small else DEFAULT, ending=ending
         )
         finals = check_invariants(outcome, stream)
-        seen.update(labels(outcome, finals))
-        if small:
-            seen.update(f"small-{label}" for label in labels(outcome, finals))
+        seen.update(labels(outcome, finals, small=small))
 
     prop()
     assert_reached(
