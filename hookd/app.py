@@ -134,7 +134,11 @@ class Hookd:
                 lambda: spool.dead_letters,
             )
             gauge("hookd_spool_depth", "Records in the spool.", lambda: spool.depth)
-            gauge("hookd_spool_bytes", "Payload bytes in the spool.", lambda: spool.size_bytes)
+            gauge(
+                "hookd_spool_bytes",
+                "Bytes the spool's segment files hold (max_bytes bounds it).",
+                lambda: spool.size_bytes,
+            )
             gauge(
                 "hookd_spool_oldest_age_seconds",
                 "Age of the oldest spooled record (0 when empty).",

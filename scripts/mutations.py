@@ -118,22 +118,44 @@ MUTATIONS = (
         (f"{SPOOL}::test_a_cancelled_open_releases_the_lock",),
     ),
     Mutation(
-        "spool PRAGMA synchronous=OFF",
-        "hookd/publish/spool.py",
-        (('"PRAGMA synchronous=FULL"', '"PRAGMA synchronous=OFF"'),),
-        (f"{SPOOL}::test_the_live_connection_commits_with_fsync",),
+        "spool appends acknowledged without fdatasync",
+        "hookd/publish/segments.py",
+        (("            os.fdatasync(fd)\n        except OSError:", "        except OSError:"),),
+        (f"{SPOOL}::test_power_loss_at_any_moment_keeps_every_acknowledged_append",),
     ),
     Mutation(
-        "spool PRAGMA synchronous=NORMAL",
-        "hookd/publish/spool.py",
-        (('"PRAGMA synchronous=FULL"', '"PRAGMA synchronous=NORMAL"'),),
-        (f"{SPOOL}::test_the_live_connection_commits_with_fsync",),
+        "a new spool segment's directory entry not fsynced",
+        "hookd/publish/segments.py",
+        (
+            (
+                "        _fsync_dir(self.log_dir)\n        self._active = (base, fd)",
+                "        self._active = (base, fd)",
+            ),
+        ),
+        (f"{SPOOL}::test_power_loss_at_any_moment_keeps_every_acknowledged_append",),
     ),
     Mutation(
-        "spool directory not fsynced",
-        "hookd/publish/spool.py",
-        (("        _fsync_dir(self.directory)\n", ""),),
-        (f"{SPOOL}::test_open_fsyncs_the_directory_once_the_files_exist",),
+        "the spool's committed head trusted without its CRC",
+        "hookd/publish/segments.py",
+        (("return seq if zlib.crc32(data[:8]) == crc else 0", "return seq"),),
+        (f"{SPOOL}::test_power_loss_at_any_moment_keeps_every_acknowledged_append",),
+    ),
+    Mutation(
+        "a torn spool tail is kept",
+        "hookd/publish/segments.py",
+        (
+            (
+                "            if scan.valid_end < scan.file_size:\n                self._cut(",
+                "            if False:\n                self._cut(",
+            ),
+        ),
+        (f"{SPOOL}::test_a_torn_tail_is_cut_and_appends_go_on_after_it",),
+    ),
+    Mutation(
+        "a failed spool write is left on the segment",
+        "hookd/publish/segments.py",
+        (("            self._truncate_back(fd, start)\n", ""),),
+        (f"{SPOOL}::test_a_failed_write_fails_its_appends_and_the_spool_recovers",),
     ),
     Mutation(
         "TLS listener serves plain HTTP",

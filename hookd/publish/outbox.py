@@ -29,7 +29,8 @@ from hookd.metrics import Metrics
 from hookd.publish.ack import AckMode
 from hookd.publish.health import Failure
 from hookd.publish.publisher import Publisher, PublishError
-from hookd.publish.spool import Spool, SpoolError, SpoolFull, SpoolLocked, spool_indexes
+from hookd.publish.segments import spool_indexes
+from hookd.publish.spool import Spool, SpoolError, SpoolFull, SpoolLocked
 from hookd.record import Record
 
 log = logging.getLogger("hookd.spool")
@@ -247,7 +248,7 @@ class Outbox:
                 if orphan.depth:
                     log.warning(
                         "adopting %s: %d records left by a worker index that no longer runs",
-                        orphan.db_path,
+                        orphan.path,
                         orphan.depth,
                     )
                 while orphan.depth and not self._closing:
@@ -256,7 +257,7 @@ class Outbox:
             finally:
                 await orphan.close(remove_if_empty=True)
             if not orphan.depth:
-                log.info("adopted %s forwarded; removed", orphan.db_path)
+                log.info("adopted %s forwarded; removed", orphan.path)
 
     async def close(self, timeout_s: float) -> int:
         """Within ``timeout_s``: forward what the spool holds while the broker is up, let the

@@ -1,186 +1,113 @@
-"""The local durable outbox: records committed here with fsync before hookd answers 2xx.
+"""The local durable outbox: records written and fdatasynced before hookd answers 2xx.
 
-A route with ``ack = "spool"`` (or any route while the broker is down, with ``fallback =
-"spool"``) awaits :meth:`Spool.append`; when it returns, the record is in a committed, fsynced
-SQLite transaction and survives ``kill -9`` and power loss. A forwarder drains the spool to Kafka
-with :meth:`Spool.oldest` and removes rows with :meth:`Spool.delete` only after the broker's ack,
+A route with ``ack = "spool"`` (or any route while Kafka cannot ack, with ``fallback =
+"spool"``) awaits :meth:`Spool.append`; when it returns, the record is in the spool's log
+(:mod:`hookd.publish.segments`: format and crash safety) and survives ``kill -9`` and power
+loss. The forwarder takes records with :meth:`Spool.oldest` -- from memory while this process
+still holds them (up to :data:`MEMORY_BYTES`), from disk for what an earlier process left or
+what did not fit -- and releases them with :meth:`Spool.delete` only after the broker's ack,
 so every record reaches Kafka at least once.
 
-Threading. All disk work -- opening, writing, reading, closing -- runs on ONE dedicated writer
-thread per spool; the event loop only encodes the record, puts it on a queue and awaits a
-future. The writer takes everything that queued while it was busy (up to :data:`MAX_GROUP`
-operations or :data:`MAX_GROUP_BYTES`) and commits it as one transaction: one fsync for many
-appends (group commit). It needs no timer: under light load a group is one record and latency is
-one fsync; under heavy load the groups grow by themselves while the previous fsync runs. Each
-committed group is handed back to the loop with ONE ``call_soon_threadsafe``, which resolves
-every future of that group. A failed transaction fails every future of its group with
-:class:`SpoolError` (the request answers 503), and if the writer thread dies, every queued and
-later call fails too -- a request is never left hanging.
+Why a log and not SQLite (which the spool was before; measured with ``make bench``): SQLite
+wrote each byte three times -- the WAL frame, the checkpoint into the database, the freed pages
+after the delete -- and the forwarder read every record back. Here a record is written once,
+forwarded from memory, and a finished segment is removed with one ``unlink``.
 
-Durability settings, and why:
+Threading and group commit. All disk work runs on ONE writer thread per spool; the event loop
+only encodes the record's small metadata, puts it on a queue and awaits a future. The writer
+takes everything that queued while it was busy (up to :data:`MAX_GROUP` operations or
+:data:`MAX_GROUP_BYTES`), writes it with ``writev`` (the body is never copied in user space)
+and makes it durable with one ``fdatasync``: one disk flush for many appends, no timer. Each
+processed group is handed back to the loop with ONE ``call_soon_threadsafe``. A failed write
+fails every future of its group with :class:`SpoolError` (the request answers 503); if it
+cannot be undone, the writer stops and every later call fails -- a request is never left
+hanging and never acknowledged on a write that did not reach the disk.
 
-* ``journal_mode=WAL``: a commit appends frames to one file (sequential write + one fsync)
-  instead of a rollback journal's several fsyncs; readers never block the writer.
-* ``synchronous=FULL``: in WAL mode this fsyncs the WAL at every commit. ``NORMAL`` would fsync
-  only at checkpoints: safe against ``kill -9`` (the OS still has the pages) but a power loss
-  could drop the last transactions -- whose requests were already answered 2xx. That breaks the
-  guarantee, so ``NORMAL`` is out; group commit is what pays for ``FULL``. ``fullfsync`` and
-  ``checkpoint_fullfsync`` are on for macOS (where plain fsync does not flush the drive cache);
-  they are no-ops on Linux.
-* The directory is fsynced after the database and WAL files are created, so the files
-  themselves (not only their contents) survive a power loss. SQLite also syncs the directory
-  when it creates a WAL file.
-* ``kill -9`` recovery is SQLite's own: the next opener replays committed WAL frames and ignores
-  a torn, uncommitted tail. :meth:`Spool.open` then recounts depth and size from the table.
-* ``journal_size_limit`` truncates the WAL after checkpoints, so a burst does not leave a large
-  WAL file behind.
+Size. ``max_bytes`` bounds the bytes the segment files hold, counting appends still queued: the
+records not yet forwarded, plus forwarded ones whose segment is not removed yet (about one
+segment, see :func:`segment_bytes_for`, once the forwarder keeps up). A record the forwarder
+cannot deliver for a while keeps its segment, and the ones after it, on disk.
 
-Measured (``bench/spool_bench.py``, 1 KB records, uvloop, this 2-core VM whose disk is shared
-and noisy): one appender ~0.7-1.9k appends/s, one fsync each, p50 ~0.4-0.7 ms -- the disk's
-fsync rate; 50 appenders ~9-22k/s at ~41-50 records per fsync; 500 appenders ~14-27k/s at ~250
-per fsync, p99 ~45-85 ms. A bare append-only file with the same group commit and fdatasync
-ties at 1 appender, is ~1.3-1.7x faster at 50 and ~3x at 500, where SQLite's CPU (B-tree
-inserts, WAL frames) is the limit. Kept SQLite: the gap only shows in bursts far above what
-one worker's HTTP path delivers (~6k requests/s per core), and the file would need its own
-deletes, compaction, indexing and torn-tail recovery, which SQLite already does.
-
-Size. ``max_bytes`` bounds the sum of the records' payload sizes (topic + key + value + encoded
-headers + 8), counting appends that are queued but not yet committed, so concurrent appends
-cannot overshoot it. The files on disk are somewhat larger (SQLite pages, the WAL until its
-next checkpoint); leave some headroom under the volume's size.
-
-Processes. A lock file held with ``fcntl.flock`` keeps a second process (or a second
-:class:`Spool` in the same process) off a spool file; the kernel drops it when the holder dies,
-so a ``kill -9`` never leaves a stale lock. (The lock is on a separate file because closing any
-descriptor of the database file would drop SQLite's own POSIX locks.) hookd may run N worker
-processes sharing one ``[spool] path``: each worker opens its own file in that directory,
-``spool-<worker_index>.db`` with ``spool-<worker_index>.lock``, so workers never contend for a
-lock or a writer. After the worker count shrinks, files with an index no worker has any more
-are adopted: :func:`spool_indexes` lists them, a worker opens one (the lock decides who), the
-outbox forwards it and closes it with ``remove_if_empty``.
-
-Dead letters. A record the broker refuses for good (too large for the topic, not authorized,
-an invalid topic) would stop the forwarder at the head of the queue; :meth:`Spool.set_aside`
-moves it into a ``dead_letter`` table in the same file, with the reason.
+Processes. One :class:`Spool` per worker index, each with its own lock, directory and writer.
+After the worker count shrinks, spools of indexes no worker has any more are adopted:
+:func:`spool_indexes` lists them, a worker opens one (the lock decides who), forwards it and
+closes it with ``remove_if_empty``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import os
 import queue
-import sqlite3
-import struct
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from hookd.record import Record, RecordHeaders
+from hookd.publish.segments import (
+    FRAME_HEAD_BYTES,
+    Frame,
+    SpoolClosed,
+    SpoolError,
+    SpoolFiles,
+    SpoolFull,
+    SpoolLocked,
+    decode_payload,
+    encode_meta,
+)
+from hookd.record import Record
 
-#: Most operations in one transaction: bounds one commit's latency and the group's memory.
+__all__ = ["Spool", "SpoolClosed", "SpoolError", "SpoolFull", "SpoolLocked"]
+
+#: Most operations in one group: bounds one flush's latency and the group's memory.
 MAX_GROUP: Final = 1024
-#: Stop adding appends to a group once it holds this many payload bytes.
+#: Stop adding appends to a group once it holds this many bytes.
 MAX_GROUP_BYTES: Final = 16 * 1024 * 1024
-#: WAL size kept after a checkpoint.
-JOURNAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
-#: How long the writer waits for a lock some other SQLite client (an operator's ``sqlite3``
-#: shell) holds on the file before failing the group; hookd itself never contends (flock).
-BUSY_TIMEOUT_S: Final = 1.0
-#: ``PRAGMA user_version`` of the schema below; an unknown version is refused, not guessed at.
-#: Version 1 had no ``dead_letter`` table; opening it adds one.
-SCHEMA_VERSION: Final = 2
-#: Ids per ``IN (...)`` list: well under SQLite's bound-parameter limit on every version.
-_DELETE_CHUNK: Final = 500
-
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS spool (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: ids only grow
-    topic        TEXT    NOT NULL,
-    key          BLOB,                               -- NULL is "no key", X'' an empty key
-    value        BLOB    NOT NULL,
-    headers      BLOB    NOT NULL,                   -- see _encode_headers
-    timestamp_ms INTEGER NOT NULL,
-    size         INTEGER NOT NULL                    -- payload bytes counted against max_bytes
-)
-"""
-#: Records the broker refused for good (too large, not authorized, invalid topic), set aside
-#: so that the records behind them go on; an operator reads them with sqlite3 (docs/operations.md).
-_DEAD_LETTER_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS dead_letter (
-    id           INTEGER PRIMARY KEY,                -- its id in the spool table
-    topic        TEXT    NOT NULL,
-    key          BLOB,
-    value        BLOB    NOT NULL,
-    headers      BLOB    NOT NULL,
-    timestamp_ms INTEGER NOT NULL,
-    size         INTEGER NOT NULL,
-    reason       TEXT    NOT NULL,
-    set_aside_ms INTEGER NOT NULL
-)
-"""
-_SET_ASIDE: Final = (
-    "INSERT OR REPLACE INTO dead_letter "
-    "SELECT id, topic, key, value, headers, timestamp_ms, size, ?, ? FROM spool WHERE id = ?"
-)
-_COUNT_DEAD: Final = "SELECT COUNT(*) FROM dead_letter"
-_INSERT: Final = (
-    "INSERT INTO spool (topic, key, value, headers, timestamp_ms, size) VALUES (?, ?, ?, ?, ?, ?)"
-)
-_SELECT_OLDEST: Final = (
-    "SELECT id, topic, key, value, headers, timestamp_ms FROM spool ORDER BY id LIMIT ?"
-)
-_SELECT_HEAD: Final = "SELECT timestamp_ms FROM spool ORDER BY id LIMIT 1"
-_SELECT_TOTALS: Final = "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool"
-_U32: Final = struct.Struct(">I")
-
-_Row = tuple[str, bytes | None, bytes, bytes, int, int]
-_Stats = tuple[int, int, int | None, int, int]  # depth, size, oldest ts, commits, dead letters
+#: Records kept in memory for the forwarder, per spool (at most ``max_bytes``).
+MEMORY_BYTES: Final = 64 * 1024 * 1024
+#: What one :meth:`Spool.oldest` returns at most, in frame bytes (at least one record).
+READ_BYTES: Final = 16 * 1024 * 1024
 
 
-class SpoolError(Exception):
-    """The spool could not make a record durable (or read/delete); answer 503."""
+@dataclass(slots=True)
+class _Entry:
+    """A record not yet forwarded: where it lies, and the record itself while it is held."""
 
-
-class SpoolFull(SpoolError):
-    """Appending would take the spool beyond ``max_bytes``; nothing was written. Answer 503."""
-
-
-class SpoolLocked(SpoolError):
-    """Another process (or another open :class:`Spool`) holds this spool file."""
-
-
-class SpoolClosed(SpoolError):
-    """The spool was closed; it takes no more calls."""
+    seq: int
+    segment: int
+    position: int
+    length: int
+    timestamp_ms: int
+    record: Record | None
 
 
 @dataclass(slots=True)
 class _Append:
-    row: _Row
-    size: int
+    seq: int
+    meta: bytes
+    value: bytes
+    length: int
+    record: Record
     future: asyncio.Future[Any]
 
 
 @dataclass(slots=True)
-class _Delete:
-    ids: tuple[int, ...]
+class _Read:
+    entries: tuple[_Entry, ...]
+    future: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Commit:
+    head: int
     future: asyncio.Future[Any]
 
 
 @dataclass(slots=True)
 class _SetAside:
-    ids: tuple[int, ...]
+    items: tuple[tuple[int, Record], ...]
     reason: str
-    future: asyncio.Future[Any]
-
-
-@dataclass(slots=True)
-class _Oldest:
-    limit: int
     future: asyncio.Future[Any]
 
 
@@ -189,12 +116,13 @@ class _Stop:
 
 
 _STOP: Final = _Stop()
-_Op = _Append | _Delete | _SetAside | _Oldest | _Stop
+_Op = _Append | _Read | _Commit | _SetAside | _Stop
 _Outcome = tuple[asyncio.Future[Any], object, BaseException | None]
+_Stats = tuple[int, int, int]  # disk bytes, groups flushed, dead letters
 
 
 class Spool:
-    """A durable FIFO of records in one SQLite file, written by one thread with group commit.
+    """A durable FIFO of records in a segment log, written by one thread with group commit.
 
     Create it with :meth:`open` inside the event loop that will use it; every method must be
     called from that loop. ``depth``, ``size_bytes``, ``oldest_timestamp_ms`` and ``commits``
@@ -210,27 +138,26 @@ class Spool:
         if worker_index < 0:
             raise ValueError(f"worker_index must be >= 0, not {worker_index}")
         self._loop = loop
+        self._files = SpoolFiles(directory, worker_index, max_bytes)
         self.directory = directory
-        self.db_path = directory / f"spool-{worker_index}.db"
-        self.lock_path = directory / f"spool-{worker_index}.lock"
+        self.path = self._files.log_dir
         self.max_bytes = max_bytes
+        self._memory_bytes = min(MEMORY_BYTES, max_bytes)
         self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
         # Loop-side state: only the loop thread reads or writes these.
-        self._depth = 0
-        self._size = 0
-        self._oldest_ts: int | None = None
-        self._commits = 0
-        self._dead_letters = 0
-        self._pending_bytes = 0  # accepted appends not committed yet
+        self._entries: dict[int, _Entry] = {}  # by seq, oldest first
+        self._next_seq = 0  # for the next append
+        self._written_to = 0  # every append below it is written (or failed)
+        self._committed_head = 0
+        self._held_bytes = 0
+        self._live_bytes = 0
+        self._pending_bytes = 0  # accepted appends not written yet
+        self._stats: _Stats = (0, 0, 0)
         self._closing = False
         self._remove_if_empty = False
         self._dead: BaseException | None = None
-        self._ready: asyncio.Future[_Stats] = loop.create_future()
+        self._ready: asyncio.Future[list[Frame]] = loop.create_future()
         self._stopped: asyncio.Future[None] = loop.create_future()
-        # Writer-thread state: only the writer thread touches these.
-        self._conn: sqlite3.Connection | None = None
-        self._lock_fd: int | None = None
-        self._w_stats: _Stats = (0, 0, None, 0, 0)
         self._thread = threading.Thread(
             target=self._run, name=f"hookd-spool-{worker_index}", daemon=True
         )
@@ -239,137 +166,214 @@ class Spool:
 
     @classmethod
     async def open(cls, path: Path, max_bytes: int, worker_index: int = 0) -> Spool:
-        """Open (creating the directory and file if needed) ``path/spool-<worker_index>.db``.
+        """Open (creating what is missing) worker ``worker_index``'s spool under ``path``.
 
-        Whatever a ``kill -9`` left is recovered (SQLite replays the committed WAL). Raises
-        :class:`SpoolLocked` when another process holds the file, :class:`SpoolError` when the
-        file cannot be opened. Runs on the writer thread: the loop never waits on the disk.
+        Whatever a crash left is recovered (see the module docstring). Raises
+        :class:`SpoolLocked` when another process holds it, :class:`SpoolError` when it cannot
+        be opened. Runs on the writer thread: the loop never waits on the disk.
         """
         spool = cls(asyncio.get_running_loop(), Path(path), max_bytes, worker_index)
         spool._thread.start()
         try:
-            stats = await spool._ready
+            frames = await spool._ready
         except BaseException:
             await spool.close()  # a failed or cancelled open leaves no thread or lock behind
             raise
-        spool._apply_stats(stats)
+        spool._adopt_frames(frames)
         return spool
+
+    def _adopt_frames(self, frames: list[Frame]) -> None:
+        for frame in frames:
+            seq, record = decode_payload(frame.payload)
+            held = self._held_bytes + frame.length <= self._memory_bytes
+            self._entries[seq] = _Entry(
+                seq,
+                frame.segment,
+                frame.position,
+                frame.length,
+                record.timestamp_ms,
+                record if held else None,
+            )
+            self._live_bytes += frame.length
+            if held:
+                self._held_bytes += frame.length
+        self._next_seq = self._written_to = self._files.next_seq
+        self._committed_head = next(iter(self._entries), self._next_seq)
 
     @property
     def depth(self) -> int:
-        """Records committed and not yet deleted."""
-        return self._depth
+        """Records not yet forwarded."""
+        return len(self._entries)
 
     @property
     def size_bytes(self) -> int:
-        """Payload bytes of the committed records (what ``max_bytes`` bounds)."""
-        return self._size
+        """Bytes the segment files hold (what ``max_bytes`` bounds)."""
+        return self._stats[0]
 
     @property
     def oldest_timestamp_ms(self) -> int | None:
-        """Timestamp of the record the forwarder sends next (the lowest id); ``None`` if empty.
+        """Timestamp of the record the forwarder sends next; ``None`` if empty.
 
         Records arrive in receive-time order, so this is how far behind the forwarder is.
         """
-        return self._oldest_ts
+        for entry in self._entries.values():
+            return entry.timestamp_ms
+        return None
 
     @property
     def dead_letters(self) -> int:
-        """Records set aside because the broker refused them for good."""
-        return self._dead_letters
+        """Records set aside because the broker refused them for good (as of the last group;
+        ``hookd spool requeue`` takes them back)."""
+        return self._stats[2]
 
     @property
     def commits(self) -> int:
-        """Write transactions committed since open: each is one fsync of the WAL, however many
-        appends it carried. ``appends / commits`` is the group-commit factor."""
-        return self._commits
+        """Groups flushed since open: each is one fdatasync, however many appends it carried.
+        ``appends / commits`` is the group-commit factor."""
+        return self._stats[1]
 
     async def append(self, record: Record) -> None:
-        """Return once ``record`` is in a committed, fsynced transaction.
+        """Return once ``record`` is written and fdatasync'd.
 
         Raises :class:`SpoolFull` (before anything is written) when the record would take the
         spool beyond ``max_bytes``, counting appends still in flight; :class:`SpoolError` when
-        the commit failed. If the awaiting task is cancelled, the record may still be committed
-        (at-least-once, never lost-but-acknowledged).
+        the write failed. If the awaiting task is cancelled, the record may still be written
+        and forwarded (at-least-once, never lost-but-acknowledged).
         """
         self._check_open()
-        row = _encode(record)
-        size = row[5]
-        if self._size + self._pending_bytes + size > self.max_bytes:
+        seq = self._next_seq
+        meta = encode_meta(seq, record)
+        length = FRAME_HEAD_BYTES + len(meta) + len(record.value)
+        used = self._stats[0] + self._pending_bytes
+        if used + length > self.max_bytes:
             raise SpoolFull(
-                f"spool {self.db_path} is full: {self._size + self._pending_bytes} of "
-                f"{self.max_bytes} bytes used, record needs {size}"
+                f"spool {self.path} is full: {used} of {self.max_bytes} bytes used, "
+                f"record needs {length}"
             )
+        self._next_seq = seq + 1
         future: asyncio.Future[None] = self._loop.create_future()
-        self._pending_bytes += size
-        self._queue.put(_Append(row, size, future))
+        self._pending_bytes += length
+        self._queue.put(_Append(seq, meta, record.value, length, record, future))
         await future
 
-    async def oldest(self, limit: int) -> list[tuple[int, Record]]:
-        """Up to ``limit`` committed records, oldest (lowest id) first, with their ids.
-
-        Reads run on the writer thread between commits, so keep ``limit`` modest: a huge read
-        delays the appends queued behind it.
-        """
+    async def oldest(self, limit: int, max_bytes: int = READ_BYTES) -> list[tuple[int, Record]]:
+        """Up to ``limit`` records not yet forwarded (at most ``max_bytes`` of frames, at least
+        one), oldest first, with their sequence numbers. Held records cost no disk read."""
         self._check_open()
-        if limit <= 0:
-            return []
-        future: asyncio.Future[list[tuple[int, Record]]] = self._loop.create_future()
-        self._queue.put(_Oldest(limit, future))
-        return await future
+        batch: list[_Entry] = []
+        total = 0
+        for entry in self._entries.values():
+            if len(batch) >= limit or (batch and total + entry.length > max_bytes):
+                break
+            batch.append(entry)
+            total += entry.length
+        missing = tuple(entry for entry in batch if entry.record is None)
+        read: dict[int, Record] = {}
+        if missing:
+            future: asyncio.Future[dict[int, Record]] = self._loop.create_future()
+            self._queue.put(_Read(missing, future))
+            read = await future
+        return [(e.seq, e.record if e.record is not None else read[e.seq]) for e in batch]
 
-    async def delete(self, ids: Sequence[int]) -> None:
-        """Remove the records with these ids, once the broker acknowledged them.
+    async def delete(self, seqs: Sequence[int]) -> None:
+        """Release these records: the broker acknowledged them. Unknown ones are ignored.
 
-        Unknown ids are ignored, so a retried delete is harmless. The delete is committed (in
-        the next group) before this returns; a delete lost to a crash only re-sends records.
-        """
+        The new head is noted on disk (without fsync) before this returns; a note lost to a
+        crash only makes the next process forward these again."""
         self._check_open()
-        id_tuple = tuple(int(i) for i in ids)
-        if not id_tuple:
+        self._release(seqs)
+        await self._commit_head()
+
+    async def set_aside(self, seqs: Sequence[int], reason: str) -> None:
+        """Write these records as dead letters, with why (the broker refused them for good),
+        then release them: the records behind them must go on."""
+        self._check_open()
+        batch = {seq for seq in seqs if seq in self._entries}
+        if not batch:
             return
+        items = [(seq, record) for seq, record in await self.oldest_of(batch)]
         future: asyncio.Future[None] = self._loop.create_future()
-        self._queue.put(_Delete(id_tuple, future))
+        self._queue.put(_SetAside(tuple(items), reason, future))
         await future
+        self._release(batch)
+        await self._commit_head()
 
-    async def set_aside(self, ids: Sequence[int], reason: str) -> None:
-        """Move these records out of the queue into the ``dead_letter`` table, with why: the
-        broker refused them for good, and the records behind them must go on."""
-        self._check_open()
-        id_tuple = tuple(int(i) for i in ids)
-        if not id_tuple:
+    async def oldest_of(self, seqs: set[int]) -> list[tuple[int, Record]]:
+        """These records (those not yet forwarded), oldest first."""
+        entries = tuple(self._entries[seq] for seq in sorted(seqs) if seq in self._entries)
+        missing = tuple(entry for entry in entries if entry.record is None)
+        read: dict[int, Record] = {}
+        if missing:
+            future: asyncio.Future[dict[int, Record]] = self._loop.create_future()
+            self._queue.put(_Read(missing, future))
+            read = await future
+        return [(e.seq, e.record if e.record is not None else read[e.seq]) for e in entries]
+
+    def _release(self, seqs: Sequence[int] | set[int]) -> None:
+        for seq in seqs:
+            entry = self._entries.pop(seq, None)
+            if entry is None:
+                continue
+            self._live_bytes -= entry.length
+            if entry.record is not None:
+                self._held_bytes -= entry.length
+
+    async def _commit_head(self) -> None:
+        head = next(iter(self._entries), self._written_to)
+        if head <= self._committed_head:
             return
+        self._committed_head = head
         future: asyncio.Future[None] = self._loop.create_future()
-        self._queue.put(_SetAside(id_tuple, reason, future))
+        self._queue.put(_Commit(head, future))
         await future
 
     async def close(self, *, remove_if_empty: bool = False) -> None:
-        """Finish every queued operation, close the database, release the lock, stop the thread.
+        """Finish every queued operation, close the files, release the lock, stop the thread.
 
-        ``remove_if_empty``: delete the files too when no record (and no dead letter) is left,
-        before the lock is released -- for a spool file no worker index owns any more.
+        ``remove_if_empty``: delete the log too when no record (and no dead letter) is left,
+        before the lock is released -- for a spool no worker index owns any more.
         Idempotent: later calls wait for the same shutdown. Calls made after ``close`` began
         raise :class:`SpoolClosed`.
         """
         if not self._closing:
             self._closing = True
-            self._remove_if_empty = remove_if_empty
+            self._remove_if_empty = remove_if_empty and not self._entries
             self._queue.put(_STOP)
         await asyncio.shield(self._stopped)
 
     def _check_open(self) -> None:
         if self._closing:
-            raise SpoolClosed(f"spool {self.db_path} is closed")
+            raise SpoolClosed(f"spool {self.path} is closed")
         if self._dead is not None:
-            raise SpoolError(f"spool {self.db_path} writer died: {self._dead!r}") from self._dead
+            failure = SpoolError(f"spool {self.path} takes no more records: {self._dead}")
+            raise failure from self._dead
 
-    def _apply_stats(self, stats: _Stats) -> None:
-        self._depth, self._size, self._oldest_ts, self._commits, self._dead_letters = stats
-
-    def _resolve(self, outcomes: list[_Outcome], stats: _Stats, committed_bytes: int) -> None:
-        """Loop callback, one per processed group: update the counters, resolve the futures."""
-        self._pending_bytes -= committed_bytes
-        self._apply_stats(stats)
+    def _resolve(
+        self,
+        outcomes: list[_Outcome],
+        written: list[tuple[_Append, tuple[int, int]]],
+        stats: _Stats,
+        settled: tuple[int, int] = (0, 0),
+    ) -> None:
+        """Loop callback, one per processed group: index what was written, resolve futures.
+        ``settled``: the appends' bytes, and the sequence number after the last of them."""
+        settled_bytes, settled_to = settled
+        self._pending_bytes -= settled_bytes
+        self._written_to = max(self._written_to, settled_to)
+        self._stats = stats
+        for op, (segment, position) in written:
+            held = self._held_bytes + op.length <= self._memory_bytes
+            self._entries[op.seq] = _Entry(
+                op.seq,
+                segment,
+                position,
+                op.length,
+                op.record.timestamp_ms,
+                op.record if held else None,
+            )
+            self._live_bytes += op.length
+            if held:
+                self._held_bytes += op.length
         for future, result, error in outcomes:
             if future.done():  # its awaiter was cancelled
                 continue
@@ -380,7 +384,7 @@ class Spool:
             else:
                 # A fresh exception per future: one instance raised in many tasks would pile
                 # every task's traceback onto it.
-                failure = SpoolError(f"spool {self.db_path}: {error!r}")
+                failure = SpoolError(f"spool {self.path}: {error!r}")
                 failure.__cause__ = error
                 future.set_exception(failure)
 
@@ -398,11 +402,10 @@ class Spool:
             if isinstance(op, _Stop):
                 continue
             if isinstance(op, _Append):
-                released += op.size
-            reason = error if error is not None else SpoolClosed(f"spool {self.db_path} closed")
+                released += op.length
+            reason = error if error is not None else SpoolClosed(f"spool {self.path} closed")
             leftovers.append((op.future, None, reason))
-        stats = (self._depth, self._size, self._oldest_ts, self._commits, self._dead_letters)
-        self._resolve(leftovers, stats, released)
+        self._resolve(leftovers, [], self._stats, (released, 0))
         if not self._stopped.done():
             self._stopped.set_result(None)
 
@@ -413,89 +416,38 @@ class Spool:
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(callback, *args)
 
+    def _writer_stats(self, flushes: int) -> _Stats:
+        return (self._files.disk_bytes, flushes, self._files.dead_letter_count())
+
     def _run(self) -> None:
         """The writer thread: open, then serve groups until the stop sentinel."""
+        files = self._files
         error: BaseException | None = None
         try:
             try:
-                self._setup()
+                files.lock()
+                frames = files.recover()
             except BaseException as exc:
-                # SpoolLocked / SpoolError pass through; anything else is wrapped by _resolve.
-                self._post(self._resolve, [(self._ready, None, exc)], self._w_stats, 0)
+                if not isinstance(exc, SpoolError):
+                    exc = SpoolError(f"cannot open spool {files.log_dir}: {exc}")
+                self._post(self._resolve, [(self._ready, None, exc)], [], self._stats)
                 return
-            self._post(self._resolve, [(self._ready, self._w_stats, None)], self._w_stats, 0)
+            stats = self._writer_stats(0)
+            self._post(self._resolve, [(self._ready, frames, None)], [], stats)
             self._serve()
         except BaseException as exc:
             error = exc
         finally:
-            if self._conn is not None:
-                with contextlib.suppress(Exception):
-                    self._conn.close()
-                depth, dead = self._w_stats[0], self._w_stats[4]
-                if error is None and self._remove_if_empty and depth == 0 and dead == 0:
-                    self._remove_files()
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)  # releases the flock
+            with contextlib.suppress(Exception):
+                files.close(remove_if_empty=error is None and self._remove_if_empty_now())
             self._post(self._on_stopped, error)
 
-    def _remove_files(self) -> None:
-        """Delete the database and its WAL files (the lock file stays: another process may
-        hold it open, and removing it would let two processes lock two different files)."""
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{self.db_path}{suffix}")
-        _fsync_dir(self.directory)
-
-    def _setup(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise SpoolLocked(
-                f"spool {self.db_path} is in use (lock {self.lock_path} held by pid {holder}); "
-                "each hookd process needs its own spool file (worker_index)"
-            ) from None
-        self._lock_fd = fd
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
-            conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise SpoolError(f"cannot open spool {self.db_path}: {exc}") from exc
-        self._conn = conn
-        try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode != "wal":
-                raise SpoolError(f"spool {self.db_path}: journal_mode is {mode!r}, need WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA fullfsync=ON")
-            conn.execute("PRAGMA checkpoint_fullfsync=ON")
-            conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise SpoolError(
-                    f"spool {self.db_path} has schema version {version}; "
-                    f"this hookd reads version {SCHEMA_VERSION}"
-                )
-            if version != SCHEMA_VERSION:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute(_SCHEMA)
-                conn.execute(_DEAD_LETTER_SCHEMA)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            depth, size = conn.execute(_SELECT_TOTALS).fetchone()
-            head = conn.execute(_SELECT_HEAD).fetchone()
-            (dead,) = conn.execute(_COUNT_DEAD).fetchone()
-        except sqlite3.Error as exc:
-            raise SpoolError(f"cannot open spool {self.db_path}: {exc}") from exc
-        _fsync_dir(self.directory)
-        self._w_stats = (depth, size, head[0] if head else None, 0, dead)
+    def _remove_if_empty_now(self) -> bool:
+        return self._remove_if_empty and self._files.dead_letter_count() == 0
 
     def _serve(self) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
+        flushes = 0
         while True:
             group: list[_Op] = [get()]
             group_bytes = 0
@@ -506,165 +458,64 @@ class Spool:
                     break
                 group.append(op)
                 if isinstance(op, _Append):
-                    group_bytes += op.size
+                    group_bytes += op.length
             ops = [op for op in group if not isinstance(op, _Stop)]
             if ops:
+                appends = [op for op in ops if isinstance(op, _Append)]
+                settled = (sum(op.length for op in appends), appends[-1].seq + 1 if appends else 0)
                 try:
-                    outcomes, released = self._process(ops)
+                    outcomes, written = self._process(ops, appends)
                 except BaseException as exc:
-                    # A bug, not an SQLite error (those are caught per group): fail this
-                    # group's futures so no request hangs; _run then fails everything queued.
-                    released = sum(op.size for op in ops if isinstance(op, _Append))
+                    # The spool cannot go on (a write that could not be undone, or a bug):
+                    # fail this group so no request hangs; _run then fails everything queued.
                     failed = [(op.future, None, exc) for op in ops if not isinstance(op, _Stop)]
-                    self._post(self._resolve, failed, self._w_stats, released)
+                    self._post(self._resolve, failed, [], self._writer_stats(flushes), settled)
                     raise
-                self._post(self._resolve, outcomes, self._w_stats, released)
+                flushes += bool(written)
+                stats = self._writer_stats(flushes)
+                self._post(self._resolve, outcomes, written, stats, settled)
             if len(ops) != len(group):
                 return
 
-    def _process(self, ops: list[_Op]) -> tuple[list[_Outcome], int]:
-        """One group: all writes in one transaction (one fsync), then the reads. Returns every
-        outcome (for one callback to the loop) and the bytes of the appends it settled."""
-        appends = [op for op in ops if isinstance(op, _Append)]
-        deletes = [op for op in ops if isinstance(op, _Delete | _SetAside)]
-        reads = [op for op in ops if isinstance(op, _Oldest)]
+    def _process(
+        self, ops: list[_Op], appends: list[_Append]
+    ) -> tuple[list[_Outcome], list[tuple[_Append, tuple[int, int]]]]:
+        """One group: the appends in one write and one flush, then the other operations.
+        Only a :class:`SpoolError` (the spool is unusable) escapes."""
+        files = self._files
         outcomes: list[_Outcome] = []
-        if appends or deletes:
-            try:
-                self._write(appends, deletes)
-                error: BaseException | None = None
-            except Exception as exc:
-                error = exc
-                self._after_failed_write()
-            outcomes.extend((op.future, None, error) for op in (*appends, *deletes))
-        for read in reads:
-            try:
-                outcomes.append((read.future, self._read(read.limit), None))
-            except Exception as exc:
-                outcomes.append((read.future, None, exc))
-        return outcomes, sum(op.size for op in appends)
-
-    def _write(self, appends: list[_Append], deletes: list[_Delete | _SetAside]) -> None:
-        conn = self._conn
-        assert conn is not None
-        depth, size, head, commits, dead = self._w_stats
-        conn.execute("BEGIN IMMEDIATE")
-        for delete in deletes:
-            if isinstance(delete, _SetAside):
-                now_ms = int(time.time() * 1000)
-                conn.executemany(_SET_ASIDE, [(delete.reason, now_ms, i) for i in delete.ids])
-                (dead,) = conn.execute(_COUNT_DEAD).fetchone()
-            for start in range(0, len(delete.ids), _DELETE_CHUNK):
-                chunk = delete.ids[start : start + _DELETE_CHUNK]
-                where = f"WHERE id IN ({','.join('?' * len(chunk))})"
-                count, freed = conn.execute(
-                    f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool {where}", chunk
-                ).fetchone()
-                if count:
-                    conn.execute(f"DELETE FROM spool {where}", chunk)
-                    depth -= count
-                    size -= freed
+        written: list[tuple[_Append, tuple[int, int]]] = []
         if appends:
-            conn.executemany(_INSERT, [op.row for op in appends])
-            depth += len(appends)
-            size += sum(op.size for op in appends)
-        if deletes or head is None:
-            row = conn.execute(_SELECT_HEAD).fetchone()
-            head = row[0] if row else None
-        conn.execute("COMMIT")  # synchronous=FULL: returns after the WAL is fsynced
-        self._w_stats = (depth, size, head, commits + 1, dead)
+            try:
+                places = files.append([(op.seq, op.meta, op.value) for op in appends])
+                written = list(zip(appends, places, strict=True))
+                error: BaseException | None = None
+            except SpoolError:
+                raise
+            except OSError as exc:
+                error = exc
+            outcomes += ((op.future, None, error) for op in appends)
+        for op in ops:
+            if isinstance(op, _Append | _Stop):
+                continue
+            try:
+                outcomes.append((op.future, self._other(op), None))
+            except SpoolError:
+                raise
+            except (OSError, ValueError) as exc:
+                outcomes.append((op.future, None, exc))
+        return outcomes, written
 
-    def _after_failed_write(self) -> None:
-        """Roll back and recount: after a failed COMMIT the in-memory totals may be stale."""
-        conn = self._conn
-        assert conn is not None
-        with contextlib.suppress(sqlite3.Error):
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-        with contextlib.suppress(sqlite3.Error):
-            depth, size = conn.execute(_SELECT_TOTALS).fetchone()
-            row = conn.execute(_SELECT_HEAD).fetchone()
-            (dead,) = conn.execute(_COUNT_DEAD).fetchone()
-            self._w_stats = (depth, size, row[0] if row else None, self._w_stats[3], dead)
-
-    def _read(self, limit: int) -> list[tuple[int, Record]]:
-        conn = self._conn
-        assert conn is not None
-        return [
-            (
-                row_id,
-                Record(
-                    topic=topic,
-                    key=key,
-                    value=value,
-                    headers=_decode_headers(headers),
-                    timestamp_ms=timestamp_ms,
-                ),
-            )
-            for row_id, topic, key, value, headers, timestamp_ms in conn.execute(
-                _SELECT_OLDEST, (limit,)
-            )
-        ]
-
-
-def _encode(record: Record) -> _Row:
-    """The row for a record; its last field is the payload size counted against ``max_bytes``."""
-    key = None if record.key is None else bytes(record.key)
-    value = bytes(record.value)
-    headers = _encode_headers(record.headers)
-    size = len(record.topic.encode()) + len(key or b"") + len(value) + len(headers) + 8
-    return (record.topic, key, value, headers, int(record.timestamp_ms), size)
-
-
-def _encode_headers(headers: RecordHeaders) -> bytes:
-    """Lossless, order-preserving: ``count`` then ``len name len value`` per header (u32 BE).
-
-    Names are UTF-8 (``surrogatepass``: any ``str`` round-trips); values are raw bytes.
-    Duplicate names are kept, as Kafka allows them.
-    """
-    parts = [_U32.pack(len(headers))]
-    for name, value in headers:
-        raw_name = name.encode("utf-8", "surrogatepass")
-        raw_value = bytes(value)
-        parts += (_U32.pack(len(raw_name)), raw_name, _U32.pack(len(raw_value)), raw_value)
-    return b"".join(parts)
-
-
-def _decode_headers(blob: bytes) -> RecordHeaders:
-    """Inverse of :func:`_encode_headers`; a malformed blob raises ``ValueError``."""
-    view = memoryview(blob)
-    (count,) = _U32.unpack_from(view, 0)
-    offset = 4
-    out: list[tuple[str, bytes]] = []
-    for _ in range(count):
-        (name_len,) = _U32.unpack_from(view, offset)
-        offset += 4
-        name = bytes(view[offset : offset + name_len]).decode("utf-8", "surrogatepass")
-        offset += name_len
-        (value_len,) = _U32.unpack_from(view, offset)
-        offset += 4
-        out.append((name, bytes(view[offset : offset + value_len])))
-        offset += value_len
-    if offset != len(view):
-        raise ValueError(f"spool headers: {len(view) - offset} trailing bytes")
-    return tuple(out)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the directory entries (the db, WAL and lock files) durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def spool_indexes(directory: Path) -> list[int]:
-    """The worker indexes that have a spool file in ``directory`` (``spool-<index>.db``)."""
-    indexes: list[int] = []
-    with contextlib.suppress(FileNotFoundError):
-        for path in directory.glob("spool-*.db"):
-            number = path.stem.removeprefix("spool-")
-            if number.isdigit():
-                indexes.append(int(number))
-    return sorted(indexes)
+    def _other(self, op: _Read | _Commit | _SetAside) -> object:
+        files = self._files
+        if isinstance(op, _Read):
+            return {
+                entry.seq: files.read(entry.segment, entry.position, entry.length)[1]
+                for entry in op.entries
+            }
+        if isinstance(op, _Commit):
+            files.commit(op.head)
+            return None
+        for seq, record in op.items:
+            files.set_aside(seq, record, op.reason)
+        return None

@@ -242,7 +242,7 @@ def test_a_spool_file_no_worker_index_owns_is_forwarded_and_removed(tmp_path: Pa
         cluster, clock = FakeCluster({"t"}), Clock()
         outbox = make(cluster, clock, spool=await Spool.open(tmp_path, 1 << 20), worker_count=3)
         outbox.start()
-        await until(lambda: not (tmp_path / "spool-3.db").exists())
+        await until(lambda: not (tmp_path / "spool-3").exists())
         assert cluster.delivered == [("t", b"orphaned")]
         await outbox.close(1)
 
