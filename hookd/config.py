@@ -154,6 +154,9 @@ class RouteConfig(_Model):
     ack: Literal["kafka", "spool"] = "kafka"
     #: When Kafka cannot ack: "spool" (default when [spool] is set) or "reject" (503).
     fallback: Literal["spool", "reject"] | None = None
+    #: Answer (2xx, or 503) this long after the request head arrived at the latest; default:
+    #: the scheme's, a margin under the provider's delivery timeout. See ``respond_within_s``.
+    respond_within_s: PositiveFloat | None = None
     max_body_bytes: PositiveInt | None = None
     dedup_entries: Annotated[int, Field(ge=0)] = 10_000  # 0 turns redelivery dedup off
     dedup_ttl_s: PositiveFloat = 86_400
@@ -312,6 +315,7 @@ def validate(raw: dict[str, Any], env: Mapping[str, str], base: Path = Path()) -
             problems.append((f"routes[{i}].path", f"duplicate of routes[{seen[route.path]}]"))
         seen.setdefault(route.path, i)
         problems += check_kafka_fits(config, i, route)
+        problems += check_respond_within(config, i, route)
         if config.spool is None:
             if route.ack == "spool":
                 problems.append((f"routes[{i}].ack", 'ack = "spool" needs a [spool] section'))
@@ -341,6 +345,39 @@ def check_kafka_fits(config: Config, index: int, route: RouteConfig) -> list[tup
             "[kafka.extra] and the topic's max.message.bytes, or lower this",
         )
     ]
+
+
+def check_respond_within(config: Config, index: int, route: RouteConfig) -> list[tuple[str, str]]:
+    """A route's own ``respond_within_s`` may not exceed ``kafka.ack_timeout_s``: Kafka's own
+    timeout would answer first, so the setting would promise what hookd does not do. Refused
+    rather than warned about: a config error names its key, and ``hookd check`` shows it."""
+    within, ack_timeout = route.respond_within_s, config.kafka.ack_timeout_s
+    if within is None or within <= ack_timeout:
+        return []
+    return [
+        (
+            f"routes[{index}].respond_within_s",
+            f"{within:g} is longer than kafka.ack_timeout_s ({ack_timeout:g}), which answers "
+            "first; lower it or raise ack_timeout_s",
+        )
+    ]
+
+
+def respond_within_s(
+    route: RouteConfig, scheme_default: float | None, ack_timeout_s: float
+) -> float:
+    """How long after its request head arrived a request on ``route`` must be answered.
+
+    The route's own ``respond_within_s`` when set (``validate`` keeps it within
+    ``ack_timeout_s``); else its scheme's default, a margin under the provider's documented
+    delivery timeout (docs/providers.md), capped at ``ack_timeout_s`` because Kafka's own
+    timeout answers by then anyway; else, where the provider documents none, ``ack_timeout_s``.
+    """
+    if route.respond_within_s is not None:
+        return route.respond_within_s
+    if scheme_default is None:
+        return ack_timeout_s
+    return min(scheme_default, ack_timeout_s)
 
 
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

@@ -13,6 +13,9 @@ from hookd import __version__
 
 #: Publish latency buckets (seconds): from a same-host broker's ~1 ms to the ack timeout.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Answer time as a fraction of the route's respond_within_s: coarse where answers are quick,
+#: fine approaching 1 (the deadline), and two buckets past it for late answers.
+DEADLINE_USED_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.5, 2.0)
 
 
 class Histogram:
@@ -41,6 +44,7 @@ class Metrics:
         self.producer_rebuilds = 0
         self.spooled: Counter[str] = Counter()
         self.publish_latency = Histogram(LATENCY_BUCKETS)
+        self.deadline_used_by_route: dict[str, Histogram] = {}
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
 
     def request(self, route: str, status: int) -> None:
@@ -63,6 +67,14 @@ class Metrics:
 
     def observe_publish(self, seconds: float) -> None:
         self.publish_latency.observe(seconds)
+
+    def deadline_used(self, route: str, fraction: float) -> None:
+        """An answer to a complete request on ``route`` took ``fraction`` of its
+        ``respond_within_s`` (from its head to the answer); above 1 is late."""
+        histogram = self.deadline_used_by_route.get(route)
+        if histogram is None:
+            histogram = self.deadline_used_by_route[route] = Histogram(DEADLINE_USED_BUCKETS)
+        histogram.observe(fraction)
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         self.gauges[name] = (help_text, read)
@@ -131,16 +143,22 @@ class Metrics:
             "(Kafka could not ack).",
             [(f'reason="{reason}"', n) for reason, n in sorted(self.spooled.items())],
         )
-        hist = self.publish_latency
-        lines.append("# HELP hookd_publish_latency_seconds From hand-over to the broker's ack.")
-        lines.append("# TYPE hookd_publish_latency_seconds histogram")
-        cumulative = 0
-        for bound, n in zip((*hist.buckets, float("inf")), hist.counts, strict=True):
-            cumulative += n
-            le = "+Inf" if bound == float("inf") else repr(bound)
-            lines.append(f'hookd_publish_latency_seconds_bucket{{le="{le}"}} {cumulative}')
-        lines.append(f"hookd_publish_latency_seconds_sum {hist.sum}")
-        lines.append(f"hookd_publish_latency_seconds_count {hist.count}")
+        _histograms(
+            lines,
+            "hookd_publish_latency_seconds",
+            "From hand-over to the broker's ack.",
+            [("", self.publish_latency)],
+        )
+        _histograms(
+            lines,
+            "hookd_answer_deadline_used_ratio",
+            "Answer time, from the request head to the answer, as a fraction of the route's "
+            "respond_within_s; above 1 is late.",
+            [
+                (f'route="{_escape(route)}"', histogram)
+                for route, histogram in sorted(self.deadline_used_by_route.items())
+            ],
+        )
         for name, (help_text, read) in sorted(self.gauges.items()):
             _family(lines, name, "gauge", help_text, [("", read())])
         return ("\n".join(lines) + "\n").encode()
@@ -153,6 +171,24 @@ def _family(
     lines.append(f"# TYPE {name} {kind}")
     for labels, value in samples:
         lines.append(f"{name}{{{labels}}} {value}" if labels else f"{name} {value}")
+
+
+def _histograms(
+    lines: list[str], name: str, help_text: str, series: Iterable[tuple[str, Histogram]]
+) -> None:
+    """One histogram family: cumulative buckets, sum and count for each labelled series."""
+    lines.append(f"# HELP {name} {help_text}")
+    lines.append(f"# TYPE {name} histogram")
+    for labels, hist in series:
+        prefix = labels + "," if labels else ""
+        cumulative = 0
+        for bound, n in zip((*hist.buckets, float("inf")), hist.counts, strict=True):
+            cumulative += n
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            lines.append(f'{name}_bucket{{{prefix}le="{le}"}} {cumulative}')
+        suffix = f"{{{labels}}}" if labels else ""
+        lines.append(f"{name}_sum{suffix} {hist.sum}")
+        lines.append(f"{name}_count{suffix} {hist.count}")
 
 
 def _escape(value: str) -> str:

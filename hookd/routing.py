@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hookd.config import Config, ConfigError, RouteConfig
+from hookd.config import Config, ConfigError, RouteConfig, respond_within_s
 from hookd.dedup import DedupWindow
 from hookd.publish.ack import AckMode
 from hookd.record import KeyRule
@@ -23,6 +23,8 @@ class Route:
     key_rule: KeyRule
     max_body_bytes: int
     ack_mode: AckMode
+    #: Answer this long after the request head arrived at the latest (``respond_within_s``).
+    respond_within_s: float
     #: Delivery ids already published; ``None`` when the route turned dedup off.
     dedup: DedupWindow | None
     config: RouteConfig
@@ -75,6 +77,9 @@ def build_routes(config: Config) -> RouteTable:
                 key_rule=KeyRule(route.key),
                 max_body_bytes=route.max_body_bytes or config.server.max_body_bytes,
                 ack_mode=ack_mode(route, spool_configured=config.spool is not None),
+                respond_within_s=respond_within_s(
+                    route, scheme.default_respond_within_s, config.kafka.ack_timeout_s
+                ),
                 dedup=DedupWindow(route.dedup_entries, route.dedup_ttl_s)
                 if route.dedup_entries
                 else None,

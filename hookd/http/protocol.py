@@ -13,7 +13,11 @@ Content-Length or gives it as a list, carries both Content-Length and Transfer-E
 folds a header line (obs-fold), or ends lines with a bare LF.
 
 Timeouts are deadlines on the connection, enforced by one task per listener
-(:func:`enforce_timeouts`), so the hot path sets a float instead of scheduling timers.
+(:func:`enforce_timeouts`), so the hot path sets a float instead of scheduling timers. The
+answer to a request is due within its route's ``respond_within_s`` after its head arrived (a
+margin under the provider's delivery timeout): the outbox is given that instant and stops
+waiting for Kafka in time, and each answer's share of it is observed in
+``hookd_answer_deadline_used_ratio``.
 """
 
 from __future__ import annotations
@@ -108,6 +112,8 @@ class HttpProtocol(asyncio.Protocol):
         self._body_size = 0  # of the request being committed
         self._reserved = 0  # Content-Length counted in the context's receiving_bytes
         self._fingerprint = 0  # of its body, for the redelivery window
+        self._head_at = 0.0  # loop time the current request's head was taken: its deadline's start
+        self._timing = False  # the current request is in: its answer counts toward the deadline
 
     # -- asyncio callbacks ----------------------------------------------------------------
 
@@ -225,6 +231,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _on_head(self, request: h11.Request, conn: h11.Connection) -> None:
         """Route the request and decide, before reading its body, whether to take it."""
+        self._head_at = self._loop.time()
         self._head_request = request.method == b"HEAD"
         if len(request.target) > MAX_TARGET_BYTES:
             self._respond(_NO_ROUTE, responses.URI_TOO_LONG)
@@ -343,6 +350,7 @@ class HttpProtocol(asyncio.Protocol):
         self._release_reservation()
         route, request = self._route, self._request
         assert route is not None and request is not None
+        self._timing = True
         verify_request = Request(request.method, request.target, Headers(self._headers), body)
         try:
             verified = route.verifier.verify(verify_request, time.time())
@@ -391,7 +399,10 @@ class HttpProtocol(asyncio.Protocol):
             received_at_ms=time.time_ns() // 1_000_000,
             source_ip=self._source_ip,
         )
-        future = ctx.outbox.commit(record, route.ack_mode)
+        # The deadline counts from the request head: the provider's clock started earlier
+        # still, which the route's default respond_within_s leaves a margin for.
+        answer_by = self._head_at + route.respond_within_s
+        future = ctx.outbox.commit(record, route.ack_mode, answer_by)
         self._delivery_id = verified.delivery_id
         if route.dedup is not None and verified.delivery_id is not None:
             self._fingerprint = hash(request.body)
@@ -437,6 +448,11 @@ class HttpProtocol(asyncio.Protocol):
     def _respond(self, route: str, answer: Canned) -> None:
         """Send a complete response; then close, or get ready for the next request."""
         self._ctx.metrics.request(route, answer.status)
+        if self._timing:  # how much of the route's respond_within_s this answer used
+            self._timing = False
+            assert self._route is not None
+            used = (self._loop.time() - self._head_at) / self._route.respond_within_s
+            self._ctx.metrics.deadline_used(route, used)
         if answer.status >= 400:
             self._log_refusal(route, answer)
         elif self._ctx.config.access_log:

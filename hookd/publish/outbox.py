@@ -27,6 +27,7 @@ from pathlib import Path
 
 from hookd.metrics import Metrics
 from hookd.publish.ack import AckMode
+from hookd.publish.deadline import DEADLINE_REASON, stop_waiting_after
 from hookd.publish.health import Failure
 from hookd.publish.publisher import Publisher, PublishError
 from hookd.publish.segments import spool_indexes
@@ -71,38 +72,86 @@ class Outbox:
         self._spooled = asyncio.Event()
         self._forwarder: asyncio.Task[None] | None = None
         self._fallbacks: set[asyncio.Task[None]] = set()
+        self._spooling: set[asyncio.Future[None]] = set()  # requests whose fallback append runs
         self._closing = False
         self._progress_at = clock()  # the spool last was empty or had records forwarded
         self._next_adoption = 0.0
 
     # -- commit ---------------------------------------------------------------------------
 
-    def commit(self, record: Record, mode: AckMode) -> asyncio.Future[None]:
-        """A future that resolves once the record is durable, or fails with ``PublishError``."""
-        if mode is AckMode.KAFKA:
-            return self.publisher.publish(record)
+    def commit(
+        self, record: Record, mode: AckMode, answer_by: float | None = None
+    ) -> asyncio.Future[None]:
+        """A future that resolves once the record is durable, or fails with ``PublishError``.
+
+        ``answer_by``: the loop time by which the request must be answered (its route's
+        ``respond_within_s`` after its head arrived). If Kafka has not acked shortly before it,
+        a ``KAFKA_OR_SPOOL`` record goes to the spool and a ``KAFKA`` one fails (503), in time
+        (``hookd.publish.deadline``). The produce goes on: if it lands later, the record is in
+        Kafka twice, which at-least-once allows. ``SPOOL`` ignores it: the fsync is the answer.
+        """
         if mode is AckMode.SPOOL:
             return asyncio.ensure_future(self._append(record, "ack"))
-        durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.publisher.publish(record).add_done_callback(partial(self._fall_back, record, durable))
+        published = self.publisher.publish(record)
+        if mode is AckMode.KAFKA and (answer_by is None or published.done()):
+            return published  # no deadline to keep, or refused at once
+        loop = asyncio.get_running_loop()
+        durable: asyncio.Future[None] = loop.create_future()
+        timer = None
+        if answer_by is not None and not published.done():
+            can_spool = mode is AckMode.KAFKA_OR_SPOOL
+            delay = stop_waiting_after(answer_by - loop.time(), can_spool=can_spool)
+            if delay is not None:
+                timer = loop.call_later(delay, self._deadline_near, record, mode, durable)
+        published.add_done_callback(partial(self._fall_back, record, mode, durable, timer))
         return durable
 
+    def _deadline_near(self, record: Record, mode: AckMode, durable: asyncio.Future[None]) -> None:
+        """Kafka has not acked and the request's deadline is near: spool it, or refuse it."""
+        if durable.done() or durable in self._spooling:
+            return
+        if mode is AckMode.KAFKA_OR_SPOOL:
+            self._spool_instead(record, durable)
+        else:
+            durable.set_exception(PublishError(DEADLINE_REASON))
+
     def _fall_back(
-        self, record: Record, durable: asyncio.Future[None], published: asyncio.Future[None]
+        self,
+        record: Record,
+        mode: AckMode,
+        durable: asyncio.Future[None],
+        timer: asyncio.TimerHandle | None,
+        published: asyncio.Future[None],
     ) -> None:
-        error = published.exception()
+        """Kafka answered: the request is durable, refused, or falls back on the spool. When
+        the deadline came first, the answer is already decided and a late ack is a duplicate."""
+        if timer is not None:
+            timer.cancel()
+        error = published.exception()  # retrieved even when unused: asyncio would log it
+        if durable.done() or durable in self._spooling:
+            return
         if error is None:
             durable.set_result(None)
             return
-        if isinstance(error, PublishError) and error.failure is Failure.RECORD:
-            durable.set_exception(error)  # the forwarder could never deliver it either
+        if mode is AckMode.KAFKA or (
+            isinstance(error, PublishError) and error.failure is Failure.RECORD
+        ):
+            durable.set_exception(error)  # 503; a record refused for good could not be forwarded
             return
+        self._spool_instead(record, durable)
+
+    def _spool_instead(self, record: Record, durable: asyncio.Future[None]) -> None:
+        """Append a record Kafka did not take to the spool; ``durable`` settles with the append.
+        ``_spooling`` marks the request, so that it is never appended twice (deadline, then a
+        failed publish)."""
+        self._spooling.add(durable)
         task = asyncio.ensure_future(self._append(record, "fallback"))
         self._fallbacks.add(task)
         task.add_done_callback(partial(self._settle, durable))
 
     def _settle(self, durable: asyncio.Future[None], appended: asyncio.Task[None]) -> None:
         self._fallbacks.discard(appended)
+        self._spooling.discard(durable)
         if durable.done():
             return
         error = appended.exception()

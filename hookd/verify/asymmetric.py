@@ -109,6 +109,7 @@ class Discord(PublicKeyVerifier):
     """Discord interactions: hex Ed25519 signature of ``{ts}{body}``; PING (type 1) → PONG."""
 
     scheme = "discord"
+    default_respond_within_s = 2.5
     key_format = "hex Ed25519 application public key"
 
     def __init__(self, route: RouteConfig) -> None:

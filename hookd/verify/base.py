@@ -102,6 +102,11 @@ class Verifier(ABC):
     needs_secrets: ClassVar[bool] = True
     #: Default for ``tolerance_s`` on timestamped schemes; ``None`` if the scheme has none.
     default_tolerance_s: ClassVar[float | None] = None
+    #: Default for the route's ``respond_within_s``: a margin under the delivery timeout the
+    #: provider documents (its clock starts before hookd sees the request head: connect, TLS,
+    #: network), so that a 2xx or 503 reaches it in time. ``None`` where the provider documents
+    #: none: the route then answers within ``kafka.ack_timeout_s``. Sources: docs/providers.md.
+    default_respond_within_s: ClassVar[float | None] = None
 
     def __init__(self, route: RouteConfig) -> None:
         self.secrets: tuple[bytes, ...] = tuple(s.encode() for s in route.secrets)

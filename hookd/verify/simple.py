@@ -81,6 +81,7 @@ class GitHub(BodyHmac):
     """GitHub: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256>``."""
 
     scheme = "github"
+    default_respond_within_s = 8.0
     header = b"x-hub-signature-256"
     algorithm = "sha256"
     encoding = "hex"
@@ -93,6 +94,7 @@ class Shopify(BodyHmac):
     """Shopify: ``X-Shopify-Hmac-Sha256`` = base64 HMAC-SHA256 with the app's client secret."""
 
     scheme = "shopify"
+    default_respond_within_s = 4.0
     header = b"x-shopify-hmac-sha256"
     algorithm = "sha256"
     encoding = "base64"

@@ -87,6 +87,7 @@ class Slack(V0Hmac):
     as UTF-8 text, not decoded."""
 
     scheme = "slack"
+    default_respond_within_s = 2.5
     signature_header = b"x-slack-signature"
     timestamp_header = b"x-slack-request-timestamp"
     handshake_marker = b"url_verification"
@@ -105,6 +106,7 @@ class Zoom(V0Hmac):
     """Zoom: ``x-zm-signature`` / ``x-zm-request-timestamp`` with the app's secret token."""
 
     scheme = "zoom"
+    default_respond_within_s = 2.5
     signature_header = b"x-zm-signature"
     timestamp_header = b"x-zm-request-timestamp"
     handshake_marker = b"endpoint.url_validation"

@@ -60,6 +60,7 @@ class StandardWebhooks(Verifier):
     """Standard Webhooks / Svix: two-sided timestamp tolerance (300 s), integer seconds."""
 
     scheme = "standard-webhooks"
+    default_respond_within_s = 12.0
     default_tolerance_s = 300.0
 
     def __init__(self, route: RouteConfig) -> None:

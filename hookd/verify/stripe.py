@@ -105,6 +105,7 @@ class Calendly(TimestampedHmac):
     """Calendly: ``Calendly-Webhook-Signature: t=…,v1=…``; older than 3 minutes is refused."""
 
     scheme = "calendly"
+    default_respond_within_s = 12.0
     header = b"calendly-webhook-signature"
     default_tolerance_s = 180.0
 
@@ -115,6 +116,7 @@ class Paddle(TimestampedHmac):
     Paddle's SDKs allow 5 s between sending and verifying (older is refused)."""
 
     scheme = "paddle"
+    default_respond_within_s = 4.0
     header = b"paddle-signature"
     item_separator = b";"
     timestamp_key = b"ts"

@@ -66,6 +66,7 @@ class GitLab(Verifier):
     """GitLab: the webhook's secret token, sent back verbatim in ``X-Gitlab-Token``."""
 
     scheme = "gitlab"
+    default_respond_within_s = 8.0
 
     def verify(self, request: Request, now: float) -> Verified:
         headers = request.headers

@@ -92,6 +92,7 @@ class Twilio(UrlHmac):
     ``X-Twilio-Webhooks-Signature-Settings`` (as twilio-python 9.13 reads it)."""
 
     scheme = "twilio"
+    default_respond_within_s = 12.0
     header: ClassVar[bytes] = b"x-twilio-signature"
     settings_header: ClassVar[bytes] = b"x-twilio-webhooks-signature-settings"
 
@@ -178,6 +179,7 @@ class HubSpot(UrlHmac):
     Older than 300 s is refused; a future timestamp is not (hubspot-api-python)."""
 
     scheme = "hubspot"
+    default_respond_within_s = 0.8
     default_tolerance_s = 300.0
 
     def verify(self, request: Request, now: float) -> Verified:
@@ -206,6 +208,7 @@ class Square(UrlHmac):
     """Square: ``x-square-hmacsha256-signature`` = base64 HMAC-SHA256 of ``{url}{body}``."""
 
     scheme = "square"
+    default_respond_within_s = 8.0
 
     def verify(self, request: Request, now: float) -> Verified:
         candidate = decode_base64(

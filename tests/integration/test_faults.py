@@ -9,13 +9,18 @@ Each test runs its own broker (the faults are done to it) and prints its figures
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import signal
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import embedded_broker
 import pytest
-from http_client import request, segment_request
+from http_client import Client, request, segment_request
 from support import (
     Launcher,
     Load,
@@ -412,3 +417,125 @@ def test_sigterm_mid_load_with_spool_hands_it_over(own_broker, launcher, tmp_pat
     )
     assert len(load.accepted) > 20
     assert not lost
+
+
+SHOPIFY_SECRET, SLACK_SECRET = "shopify-fault", "slack-fault"
+
+
+def post(path: str, body: bytes, headers: list[tuple[str, str]]) -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: hookd\r\nContent-Type: application/json\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers)
+    return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def shopify_request(body: bytes) -> bytes:
+    """Signed as Shopify signs: base64 HMAC-SHA256 of the body with the app's secret."""
+    digest = hmac.new(SHOPIFY_SECRET.encode(), body, hashlib.sha256).digest()
+    return post(
+        "/shopify",
+        body,
+        [
+            ("X-Shopify-Hmac-Sha256", base64.b64encode(digest).decode()),
+            ("X-Shopify-Webhook-Id", str(uuid.uuid4())),
+            ("X-Shopify-Topic", "orders/create"),
+        ],
+    )
+
+
+def slack_request(body: bytes) -> bytes:
+    """Signed as Slack signs: v0= hex HMAC-SHA256 of v0:{timestamp}:{body}."""
+    timestamp = str(int(time.time()))
+    message = f"v0:{timestamp}:".encode() + body
+    signature = hmac.new(SLACK_SECRET.encode(), message, hashlib.sha256).hexdigest()
+    return post(
+        "/slack",
+        body,
+        [("X-Slack-Request-Timestamp", timestamp), ("X-Slack-Signature", f"v0={signature}")],
+    )
+
+
+class SignedLoad(Load):
+    """``Load`` with each body signed by a provider's scheme (``sign(body)`` → request bytes)."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        sign: Callable[[bytes], bytes],
+        clients: int,
+        max_seconds: float,
+        tag: str,
+    ) -> None:
+        super().__init__(address, "", b"", clients, max_seconds, tag)
+        self.sign = sign
+
+    def _client(self, index: int) -> None:
+        n = 0
+        while time.monotonic() < self.deadline:
+            try:
+                with Client(self.address, timeout=15) as client:
+                    while time.monotonic() < self.deadline:
+                        body = f'{{"tag":"{self.tag}","client":{index},"n":{n}}}'.encode()
+                        n += 1
+                        sent = time.monotonic()
+                        client.send(self.sign(body))
+                        status = client.response().status
+                        with self.lock:
+                            self.answers.append((sent, time.monotonic(), status, body))
+                            self.statuses[status] = self.statuses.get(status, 0) + 1
+                            if status == 200:
+                                self.accepted.append(body)
+                        if status != 200:
+                            time.sleep(0.05)
+                            break
+            except OSError:
+                time.sleep(0.01)
+
+
+def test_answers_come_inside_the_providers_timeout_while_the_broker_is_frozen(
+    own_broker, launcher, tmp_path
+):
+    """Shopify gives up after 5 s and Slack after 3 s; Kafka's ack timeout here is 5 s. With
+    the broker frozen for 8 s, every delivery still gets its 2xx in time (the default
+    respond_within_s: 4 s and 2.5 s), from the spool, and is in Kafka after the thaw."""
+    freeze_s = 8
+    shopify_topic, slack_topic = unique_topic("deadline-shopify"), unique_topic("deadline-slack")
+    shopify_route = {"path": "/shopify", "topic": shopify_topic, "verify": "shopify"}
+    slack_route = {"path": "/slack", "topic": slack_topic, "verify": "slack"}
+    hookd = launcher.start(
+        [shopify_route | {"secrets": [SHOPIFY_SECRET]}, slack_route | {"secrets": [SLACK_SECRET]}],
+        kafka={"ack_timeout_s": 5},
+        spool={"path": str(tmp_path / "spool")},  # fallback = "spool" by default
+    )
+    seconds = 2 + freeze_s + 6
+    try:
+        with (
+            SignedLoad(hookd.address, shopify_request, 3, seconds, "shopify") as shopify,
+            SignedLoad(hookd.address, slack_request, 3, seconds, "slack") as slack,
+        ):
+            time.sleep(2)
+            began = time.monotonic()
+            own_broker.process.send_signal(signal.SIGSTOP)
+            time.sleep(freeze_s)
+            own_broker.process.send_signal(signal.SIGCONT)
+            ended = time.monotonic()
+    finally:
+        own_broker.process.send_signal(signal.SIGCONT)
+    assert metric(hookd.admin_port, 'hookd_spooled_total{reason="fallback"}') > 0
+    assert wait_for(lambda: metric(hookd.admin_port, "hookd_spool_depth") == 0, 30)
+    for name, load, topic, limit in (
+        ("shopify", shopify, shopify_topic, 4.5),
+        ("slack", slack, slack_topic, 2.8),
+    ):
+        worst = max(done - sent for sent, done, *_ in load.answers)
+        frozen = [done - sent for sent, done, *_ in load.answers if began <= sent < ended]
+        print(
+            f"\n{name}: {len(load.answers)} answers, {len(frozen)} sent while frozen; worst "
+            f"answer {worst:.2f}s (limit {limit}s), worst while frozen {max(frozen):.2f}s"
+        )
+        assert set(load.statuses) == {200}, load.statuses
+        assert worst < limit, worst
+        # the freeze landed mid-load: answers before, during and after it
+        for start, end in ((0.0, began), (began, ended), (ended, float("inf"))):
+            assert load.statuses_between(start, end).get(200, 0) > 0, (name, start, end)
+        in_kafka = published(own_broker.address, topic, len(load.accepted))
+        assert not report(f"{name}, broker SIGSTOP {freeze_s}s", load, in_kafka)

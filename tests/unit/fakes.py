@@ -116,7 +116,9 @@ class StandInOutbox:
         self.records: list[Record] = []
         self.held: list[asyncio.Future[None]] = []
 
-    def commit(self, record: Record, mode: object = None) -> asyncio.Future[None]:
+    def commit(
+        self, record: Record, mode: object = None, answer_by: float | None = None
+    ) -> asyncio.Future[None]:
         outcome = self._outcomes[len(self.records) % len(self._outcomes)]
         self.records.append(record)
         future: asyncio.Future[None] = self._loop.create_future()

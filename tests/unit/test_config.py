@@ -8,6 +8,7 @@ import pytest
 
 from hookd.cli import main
 from hookd.config import ConfigError, load, parse_host_port, validate
+from hookd.routing import build_routes
 
 ROUTE = {"path": "/gh", "topic": "t", "verify": "github", "secrets": ["s"]}
 
@@ -224,3 +225,46 @@ def test_bodies_must_fit_in_a_kafka_record():
         {"kafka": {"extra": raised}, "routes": [{**ROUTE, "max_body_bytes": 26_214_400}]}, {}
     )
     assert config.routes[0].max_body_bytes == 26_214_400
+
+
+def within(verify: str, kafka: dict | None = None, **route: object) -> float:
+    """The respond_within_s a route gets, built the way hookd builds it."""
+    options = {"public_key": ["d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"]}
+    signing = options if verify == "discord" else {"secrets": ["whsec_c2VjcmV0"]}
+    raw = {"kafka": kafka or {}, "routes": [{"path": "/x", "topic": "t", "verify": verify}]}
+    raw["routes"][0].update(signing, **route)
+    return build_routes(validate(raw, {})).routes[0].respond_within_s
+
+
+def test_respond_within_s_defaults_from_the_scheme_under_the_ack_timeout():
+    # a margin under the provider's documented timeout (docs/providers.md)
+    assert within("slack") == within("zoom") == within("discord") == 2.5  # 3 s
+    assert within("shopify") == within("paddle") == 4.0  # 5 s
+    assert within("github") == 8.0  # 10 s, and the default ack_timeout_s is 8
+    # no documented timeout: the ack timeout; a longer default: capped by it
+    assert within("stripe") == within("segment") == within("hmac", header="x-sig") == 8.0
+    assert within("standard-webhooks") == 8.0  # Svix's 15 s → 12, capped at 8
+    assert within("standard-webhooks", {"ack_timeout_s": 20}) == 12.0
+    assert within("stripe", {"ack_timeout_s": 20}) == 20.0
+    assert within("github", {"ack_timeout_s": 3}) == 3.0
+
+
+def test_respond_within_s_can_be_set_per_route():
+    assert within("slack", respond_within_s=1.5) == 1.5
+    assert within("stripe", respond_within_s=8) == 8.0  # up to the ack timeout, inclusive
+
+
+@pytest.mark.parametrize(
+    ("value", "line"),
+    [
+        (0, "config error: routes[0].respond_within_s: Input should be greater than 0"),
+        (-2, "config error: routes[0].respond_within_s: Input should be greater than 0"),
+        (
+            9.5,
+            "config error: routes[0].respond_within_s: 9.5 is longer than kafka.ack_timeout_s "
+            "(8), which answers first; lower it or raise ack_timeout_s",
+        ),
+    ],
+)
+def test_a_bad_respond_within_s_is_refused_with_its_key(value, line):
+    assert problems({"routes": [{**ROUTE, "respond_within_s": value}]}) == [line]
