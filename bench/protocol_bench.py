@@ -62,7 +62,9 @@ class InstantOutbox:
     def __init__(self) -> None:
         self.records = 0
 
-    def commit(self, record: Record, mode: AckMode) -> asyncio.Future[None]:
+    def commit(
+        self, record: Record, mode: AckMode, answer_by: float | None = None
+    ) -> asyncio.Future[None]:
         self.records += 1
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.set_result(None)

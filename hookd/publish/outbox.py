@@ -1,9 +1,10 @@
 """Durability: where a verified record goes before its 2xx, by the route's ack mode; the
 forwarder that drains the spool to Kafka; and whether this process can keep its promise now.
 
-* ``KAFKA``: the broker's ack, or 503.
-* ``KAFKA_OR_SPOOL``: the broker's ack; if Kafka cannot ack (down, slow past the ack timeout,
-  local queue full, producer being replaced), the spool's fsync instead.
+* ``KAFKA``: the broker's ack, or 503 -- also when no ack came by the route's
+  ``respond_within_s`` (:mod:`hookd.publish.deadline`).
+* ``KAFKA_OR_SPOOL``: the broker's ack; if Kafka cannot ack (down, not by the route's
+  ``respond_within_s``, local queue full, producer being replaced), the spool's fsync instead.
 * ``SPOOL``: the spool's fsync; the forwarder publishes it in the background.
 
 A record the broker refuses for good (too large, not authorized, invalid topic) is never put in
@@ -11,7 +12,8 @@ the spool as a fallback: the spool could not forward it either, so the request g
 
 Records that reach Kafka through the spool keep their original timestamp, key and headers.
 The forwarder deletes a spooled record only after the broker acked it, so a crash at any point
-repeats records rather than losing them (at-least-once). It also adopts spool files of worker
+repeats records rather than losing them (at-least-once); so does a produce that Kafka acks
+after its request was spooled at the deadline. The forwarder also adopts the spools of worker
 indexes that no longer run (the worker count shrank) and removes them once forwarded.
 """
 
