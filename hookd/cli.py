@@ -1,9 +1,10 @@
-"""``hookd serve | check | sign``."""
+"""``hookd serve | check | sign | spool``."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import shlex
@@ -12,6 +13,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 from hookd.config import Config, ConfigError, load
 from hookd.logs import configure as configure_logging
@@ -19,6 +21,15 @@ from hookd.routing import RouteTable, build_routes
 from hookd.verify import CannotSign
 
 EXIT_CONFIG = 2
+#: ``hookd spool export``'s encoding (hookd.spool_tool.record_json writes it).
+EXPORT_ENCODING_HELP = (
+    "One JSON object per line: index, seq, topic, key, value, timestamp_ms, headers (a list of "
+    "{name, value}), and for dead letters reason and set_aside_ms. Every byte string (key, "
+    'value, a header\'s name or value) is written as "F": "<text>" when its bytes are valid '
+    'UTF-8, and otherwise as "F_b64": "<standard base64 with padding>" instead; exactly one '
+    'of the two is present. A record without a key has "key": null. Encoding "F" as UTF-8, '
+    'or decoding "F_b64" as base64, gives back the exact bytes. Lines are UTF-8.'
+)
 SAMPLE_BODY = b'{"type":"track","event":"hookd test","properties":{"source":"hookd sign"}}'
 
 
@@ -120,6 +131,100 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_spool(args: argparse.Namespace) -> int:
+    """``hookd spool status | export | requeue | drain`` (logic in :mod:`hookd.spool_tool`)."""
+    from hookd import spool_tool  # light; only drain imports quixstreams, when it runs
+
+    config = spool_tool.load_settings(_config_path(args.config))
+    try:
+        directory = spool_tool.spool_root(config)
+        if args.spool_command == "status":
+            spools = spool_tool.status(directory)
+            now_ms = int(time.time() * 1000)
+            if args.json:
+                print(json.dumps(spool_tool.status_json(directory, spools, now_ms), indent=2))
+            else:
+                sys.stdout.write(spool_tool.status_table(directory, spools, now_ms))
+            return 0
+        indexes = spool_tool.selected_indexes(directory, args.index)
+        if args.spool_command == "export":
+            return _spool_export(directory, indexes, args.dead_letters)
+        if args.spool_command == "requeue":
+            return _spool_requeue(directory, config, indexes, args.seq)
+        return _spool_drain(directory, config, indexes, args.connect_timeout)
+    except spool_tool.ToolError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, spool_tool.SpoolError) as exc:  # permissions, a full disk, a bad file
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _spool_export(directory: Path, indexes: list[int], dead: bool) -> int:
+    from hookd import spool_tool
+
+    for legacy in spool_tool.legacy_paths(directory, indexes):
+        print(
+            f"note: {legacy} (SQLite, from before the log) is not exported; "
+            "hookd converts it into the log at its next start",
+            file=sys.stderr,
+        )
+    out = sys.stdout.buffer
+    try:
+        for obj in spool_tool.export_objects(directory, indexes, dead=dead):
+            out.write(spool_tool.export_line(obj).encode("utf-8"))
+        out.flush()
+    except BrokenPipeError:  # `| head`: the reader had enough
+        with contextlib.suppress(OSError):  # and Python's flush at exit must not complain
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _spool_requeue(
+    directory: Path, config: Config, indexes: list[int], seqs: list[int] | None
+) -> int:
+    from hookd import spool_tool
+
+    assert config.spool is not None
+    report = spool_tool.requeue(directory, config.spool.max_bytes, indexes, seqs)
+    if report.index is None:
+        wanted = "" if seqs is None else f" with seq {', '.join(map(str, seqs))}"
+        print(f"no dead letters{wanted} to requeue")
+        return 1 if seqs else 0
+    if report.requeued:
+        print(
+            f"requeued {len(report.requeued)} dead letters into spool-{report.index} "
+            f"({spool_tool.spool_dir(directory, report.index)}): a running hookd forwards it "
+            "within seconds, a stopped one at its next start"
+        )
+    if seqs:
+        missing = sorted(set(seqs) - {seq for _, seq in report.requeued})
+        if missing:
+            print(f"no dead letter with seq {', '.join(map(str, missing))}", file=sys.stderr)
+    if report.error is not None:
+        print(f"error: {report.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _spool_drain(directory: Path, config: Config, indexes: list[int], timeout: float | None) -> int:
+    from hookd import spool_tool
+
+    _silence_dependency_warning()
+    from hookd.publish.cluster import KafkaCluster  # heavy: quixstreams
+
+    report = spool_tool.drain(
+        directory,
+        config,
+        indexes,
+        cluster=KafkaCluster(config),
+        connect_timeout_s=timeout or config.kafka.connect_timeout_s,
+    )
+    for line in spool_tool.drain_lines(report):
+        print(line)
+    return 1 if report.left else 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="hookd", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -143,7 +248,87 @@ def parser() -> argparse.ArgumentParser:
     sign.add_argument("--route", required=True, help="the route's path, e.g. /segment")
     sign.add_argument("--body", help="body file, or - for stdin (default: a sample JSON event)")
     sign.set_defaults(run=cmd_sign)
+    _spool_parser(sub)
     return top
+
+
+def _positive_seconds(value: str) -> float:
+    seconds = float(value)
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {value}")
+    return seconds
+
+
+def _spool_parser(sub: Any) -> None:
+    spool = sub.add_parser(
+        "spool",
+        help="inspect the spool, export it, requeue dead letters, drain it to the broker",
+        description="Work on the spool of [spool] path, while hookd runs or while it is "
+        "stopped. Reads only the [spool] and [kafka] sections of the config. Exit status: 0 ok, "
+        "1 failure (or records left), 2 config error.",
+    )
+    tools = spool.add_subparsers(dest="spool_command", required=True)
+
+    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        parser = tools.add_parser(name, help=help, description=description)
+        parser.add_argument("--config", help="TOML config (default: $HOOKD_CONFIG)")
+        parser.set_defaults(run=cmd_spool)
+        return parser
+
+    status = command(
+        "status",
+        "per spool: depth, bytes, oldest record, dead letters, held by",
+        "Per worker index (spool-<n>/): depth (records in the log not yet forwarded: what a "
+        "start would forward), bytes of its segment files, age of the oldest record, dead "
+        "letters, and the pid of the running hookd that holds it. A spool-<n>.db (SQLite, from "
+        "before the log) is listed too: hookd converts it at its next start. Read-only.",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON document")
+    export = command(
+        "export",
+        "the spool's records (or dead letters) as JSON lines on stdout",
+        "Write every record not yet forwarded (or, with --dead-letters, every dead letter) as "
+        f"JSON lines on stdout, oldest first per spool. Read-only. {EXPORT_ENCODING_HELP}",
+    )
+    export.add_argument("--dead-letters", action="store_true", help="export the dead letters")
+    export.add_argument("--index", type=int, help="only this worker index's spool")
+    requeue = command(
+        "requeue",
+        "put dead letters back in the queue",
+        "Write dead letters (all, or those of --index / --seq) into a new spool of an unused "
+        "worker index (>= 1000), then delete their dead-letter files. A "
+        "running hookd adopts that spool within about 5 s and forwards it; a stopped one does "
+        "at its next start. A crash between the write and the deletes can forward a record "
+        "twice, never lose it.",
+    )
+    requeue.add_argument("--index", type=int, help="only this worker index's dead letters")
+    requeue.add_argument(
+        "--seq",
+        type=int,
+        nargs="+",
+        action="extend",
+        metavar="S",
+        help="only the dead letters with these seq numbers, as export --dead-letters shows "
+        "them (numbers are per spool: add --index when there are several)",
+    )
+    drain = command(
+        "drain",
+        "forward a stopped spool to the broker",
+        "Forward the spool of a hookd that will not serve again to the broker of [kafka], "
+        "with hookd's producer settings; release only what the broker acknowledged. Refuses a "
+        "spool a running hookd holds. Exits 1 when any record is left. Dead letters stay.",
+    )
+    drain.add_argument(
+        "--to-broker", action="store_true", required=True, help="forward to [kafka]'s broker"
+    )
+    drain.add_argument("--index", type=int, help="only this worker index's spool")
+    drain.add_argument(
+        "--connect-timeout",
+        type=_positive_seconds,
+        metavar="S",
+        help="give up when the broker does not answer within S seconds "
+        "(default: kafka.connect_timeout_s)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
