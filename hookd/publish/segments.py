@@ -68,8 +68,6 @@ _COMMITTED: Final = struct.Struct(">QI")  # lowest seq not forwarded, CRC-32 of 
 _DEAD: Final = struct.Struct(">qH")  # set-aside time (ms), reason length; then one frame
 _U32: Final = struct.Struct(">I")
 _U64: Final = struct.Struct(">Q")
-#: How often the writer recounts dead letters (``hookd spool requeue`` removes them live).
-_DEAD_RECOUNT_S: Final = 1.0
 _SEGMENT_SUFFIX: Final = ".log"
 #: Bytes a frame adds to its payload.
 FRAME_HEAD_BYTES: Final = _FRAME.size
@@ -323,6 +321,13 @@ def dead_letters(log_dir: Path) -> list[DeadLetter]:
     return found
 
 
+def count_dead_letters(log_dir: Path) -> int:
+    """How many dead letters a spool holds (one file each; cheap enough for every scrape)."""
+    with contextlib.suppress(FileNotFoundError):
+        return sum(1 for _ in (log_dir / "dead").glob("*.rec"))
+    return 0
+
+
 def _fsync_dir(directory: Path) -> None:
     """Make the directory's entries (new or removed files) durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -352,8 +357,6 @@ class SpoolFiles:
         self._sizes: dict[int, int] = {}  # base -> bytes, every segment on disk
         self._readers: dict[int, int] = {}  # base -> fd, for reading back
         self._committed_fd: int | None = None
-        self._dead_count = 0
-        self._dead_counted_at = 0.0
         self.next_seq = 0
 
     @property
@@ -385,7 +388,6 @@ class SpoolFiles:
         (self.log_dir / "dead").mkdir(exist_ok=True)
         _fsync_dir(self.log_dir)
         _fsync_dir(self.directory)
-        self._dead_count = self._count_dead()
         committed = read_committed(self.log_dir)
         found = segments(self.log_dir)
         pending: list[Frame] = []
@@ -562,26 +564,14 @@ class SpoolFiles:
         temporary = dead / f".{name}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:  # a regular file writes short only when the disk is full
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(temporary, dead / name)
         _fsync_dir(dead)
-        self._dead_count += 1
-
-    def dead_letter_count(self) -> int:
-        """Dead letters on disk, recounted at most every :data:`_DEAD_RECOUNT_S`."""
-        now = time.monotonic()
-        if now - self._dead_counted_at >= _DEAD_RECOUNT_S:
-            self._dead_count = self._count_dead()
-            self._dead_counted_at = now
-        return self._dead_count
-
-    def _count_dead(self) -> int:
-        with contextlib.suppress(FileNotFoundError):
-            return sum(1 for _ in (self.log_dir / "dead").glob("*.rec"))
-        return 0
 
     def close(self, *, remove_if_empty: bool = False) -> None:
         """Close every file; with ``remove_if_empty``, delete the log first when it holds no
@@ -596,7 +586,7 @@ class SpoolFiles:
                     os.close(fd)
         self._readers.clear()
         self._committed_fd = None
-        if remove_if_empty and self._count_dead() == 0:
+        if remove_if_empty and count_dead_letters(self.log_dir) == 0:
             self._remove_log()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock

@@ -53,6 +53,7 @@ from hookd.publish.segments import (
     SpoolFiles,
     SpoolFull,
     SpoolLocked,
+    count_dead_letters,
     decode_payload,
     encode_meta,
 )
@@ -118,7 +119,7 @@ class _Stop:
 _STOP: Final = _Stop()
 _Op = _Append | _Read | _Commit | _SetAside | _Stop
 _Outcome = tuple[asyncio.Future[Any], object, BaseException | None]
-_Stats = tuple[int, int, int]  # disk bytes, groups flushed, dead letters
+_Stats = tuple[int, int]  # disk bytes, groups flushed
 
 
 class Spool:
@@ -152,7 +153,7 @@ class Spool:
         self._held_bytes = 0
         self._live_bytes = 0
         self._pending_bytes = 0  # accepted appends not written yet
-        self._stats: _Stats = (0, 0, 0)
+        self._stats: _Stats = (0, 0)
         self._closing = False
         self._remove_if_empty = False
         self._dead: BaseException | None = None
@@ -222,9 +223,9 @@ class Spool:
 
     @property
     def dead_letters(self) -> int:
-        """Records set aside because the broker refused them for good (as of the last group;
-        ``hookd spool requeue`` takes them back)."""
-        return self._stats[2]
+        """Records set aside because the broker refused them for good, counted on disk
+        (``hookd spool requeue`` takes them back while hookd runs)."""
+        return count_dead_letters(self.path)
 
     @property
     def commits(self) -> int:
@@ -417,7 +418,7 @@ class Spool:
             self._loop.call_soon_threadsafe(callback, *args)
 
     def _writer_stats(self, flushes: int) -> _Stats:
-        return (self._files.disk_bytes, flushes, self._files.dead_letter_count())
+        return (self._files.disk_bytes, flushes)
 
     def _run(self) -> None:
         """The writer thread: open, then serve groups until the stop sentinel."""
@@ -443,7 +444,7 @@ class Spool:
             self._post(self._on_stopped, error)
 
     def _remove_if_empty_now(self) -> bool:
-        return self._remove_if_empty and self._files.dead_letter_count() == 0
+        return self._remove_if_empty and count_dead_letters(self._files.log_dir) == 0
 
     def _serve(self) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
