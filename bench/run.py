@@ -939,6 +939,27 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         ]
     else:
         lines.append("No ratios: hookd has no successful run in this result set.")
+    spool_rows = spool_ratios(results)
+    if spool_rows:
+        lines += [
+            "",
+            "## ack=spool / ack=kafka",
+            "",
+            "What the spool's durable local write costs on top of a direct delivery, same run: "
+            "CPU µs per request of `hookd ack=spool` ÷ `hookd ack=kafka`. The goal is "
+            f"≤ {SPOOL_CPU_GOAL:.2f}x.",
+            "",
+            "| scenario | kafka CPU µs/req | spool CPU µs/req | spool/kafka CPU | "
+            "kafka req/s | spool req/s |",
+            "|---|--:|--:|--:|--:|--:|",
+        ]
+        lines += [
+            f"| {s} | {_fmt(k['cpu_us_per_req'])} | {_fmt(sp['cpu_us_per_req'])} | "
+            f"{sp['cpu_us_per_req'] / k['cpu_us_per_req']:.2f}"
+            f"{'' if sp['cpu_us_per_req'] <= SPOOL_CPU_GOAL * k['cpu_us_per_req'] else ' **over**'}"
+            f" | {_fmt(k['rps'])} | {_fmt(sp['rps'])} |"
+            for s, k, sp in spool_rows
+        ]
     skipped = [r for r in results if r["status"] != "ok"]
     if skipped:
         lines += ["", "## Skipped (not measured)", ""]
@@ -982,6 +1003,24 @@ def ratios(results: list[dict[str, Any]]) -> list[tuple[str, str, str, float, fl
                             hm["p99_ms"] / pm["p99_ms"],
                         )
                     )
+    return rows
+
+
+#: The spool path may cost this much CPU per request relative to a direct delivery.
+SPOOL_CPU_GOAL = 1.25
+
+
+def spool_ratios(
+    results: list[dict[str, Any]],
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """``(scenario, kafka median, spool median)`` where both hookd variants ran."""
+    ok = {(r["server"], r["scenario"]): r for r in results if r["status"] == "ok"}
+    rows = []
+    for scenario in dict.fromkeys(r["scenario"] for r in results):
+        kafka, spool = ok.get(("hookd-kafka", scenario)), ok.get(("hookd-spool", scenario))
+        if kafka and spool:
+            mark = " (flagged)" if kafka["flags"] or spool["flags"] else ""
+            rows.append((scenario + mark, kafka["median"], spool["median"]))
     return rows
 
 
