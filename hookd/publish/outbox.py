@@ -78,6 +78,7 @@ class Outbox:
         self._closing = False
         self._progress_at = clock()  # the spool last was empty or had records forwarded
         self._next_adoption = 0.0
+        self._refused_orphans: set[int] = set()
 
     # -- commit ---------------------------------------------------------------------------
 
@@ -295,6 +296,11 @@ class Outbox:
                 orphan = await Spool.open(directory, own.max_bytes, index)
             except SpoolLocked:
                 continue  # another worker is adopting it
+            except SpoolError as exc:
+                if index not in self._refused_orphans:  # say it once, not every round
+                    self._refused_orphans.add(index)
+                    log.error("not adopting the spool of worker index %d: %s", index, exc)
+                continue
             try:
                 if orphan.depth:
                     log.warning(

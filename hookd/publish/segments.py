@@ -46,6 +46,7 @@ import itertools
 import logging
 import os
 import sqlite3
+import stat
 import struct
 import time
 import zlib
@@ -69,6 +70,11 @@ _DEAD: Final = struct.Struct(">qH")  # set-aside time (ms), reason length; then 
 _U32: Final = struct.Struct(">I")
 _U64: Final = struct.Struct(">Q")
 _SEGMENT_SUFFIX: Final = ".log"
+#: Spool files hold webhook bodies: only hookd's own user may read or write them.
+_FILE_MODE: Final = 0o600
+_DIR_MODE: Final = 0o700
+#: Every spool file is opened without following a symbolic link another user may have planted.
+_OPEN_FLAGS: Final = os.O_NOFOLLOW | os.O_CLOEXEC
 #: Bytes a frame adds to its payload.
 FRAME_HEAD_BYTES: Final = _FRAME.size
 
@@ -328,6 +334,38 @@ def count_dead_letters(log_dir: Path) -> int:
     return 0
 
 
+def _check_private(path: Path, what: str) -> os.stat_result:
+    """Refuse a spool file or directory another local user could have planted or can change:
+    a symbolic link, someone else's, or writable by group or others. Records in the spool are
+    forwarded as verified events, so the spool must be hookd's alone. A file readable by others
+    (0644, as earlier versions created them) is made private instead."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        raise SpoolError(f"spool {what} {path} is a symbolic link; hookd refuses it")
+    if info.st_uid != os.geteuid():
+        raise SpoolError(
+            f"spool {what} {path} belongs to uid {info.st_uid}, not to hookd (uid "
+            f"{os.geteuid()}); hookd refuses records it did not write (chown it, or remove it)"
+        )
+    if info.st_mode & 0o022:
+        raise SpoolError(
+            f"spool {what} {path} is writable by other users (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}); hookd refuses it (chmod go-w, after checking "
+            "who wrote it)"
+        )
+    private = _DIR_MODE if stat.S_ISDIR(info.st_mode) else _FILE_MODE
+    if stat.S_IMODE(info.st_mode) & ~private:
+        os.chmod(path, private)
+    return info
+
+
+def _private_dir(path: Path, what: str) -> None:
+    """Create a directory only hookd's user can enter, or check an existing one."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=_DIR_MODE)
+    _check_private(path, what)
+
+
 def _fsync_dir(directory: Path) -> None:
     """Make the directory's entries (new or removed files) durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -366,8 +404,16 @@ class SpoolFiles:
 
     def lock(self) -> None:
         """Take the spool's lock, or raise :class:`SpoolLocked` naming the holder's pid."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, _FILE_MODE)
+        except OSError as exc:
+            raise SpoolError(f"cannot open the spool lock {self.lock_path}: {exc}") from exc
+        try:
+            _check_private(self.lock_path, "lock file")
+        except SpoolError:
+            os.close(fd)
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -384,8 +430,13 @@ class SpoolFiles:
     def recover(self) -> list[Frame]:
         """Open the log after whatever ended the last holder: convert a SQLite spool, read every
         segment, cut a torn tail, remove spent segments. Returns the records not forwarded."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        (self.log_dir / "dead").mkdir(exist_ok=True)
+        _private_dir(self.log_dir, "directory")
+        _private_dir(self.log_dir / "dead", "directory")
+        for path in self.log_dir.iterdir():
+            if path.name != "dead":
+                _check_private(path, "file")
+        for path in (self.log_dir / "dead").iterdir():
+            _check_private(path, "dead letter")
         _fsync_dir(self.log_dir)
         _fsync_dir(self.directory)
         committed = read_committed(self.log_dir)
@@ -427,7 +478,7 @@ class SpoolFiles:
                 lost,
                 scan.valid_end,
             )
-        fd = os.open(scan.path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(scan.path, os.O_WRONLY | _OPEN_FLAGS)
         try:
             os.ftruncate(fd, scan.valid_end)
             os.fsync(fd)
@@ -435,7 +486,7 @@ class SpoolFiles:
             os.close(fd)
 
     def _open_segment(self, base: int) -> int:
-        return os.open(self.log_dir / _segment_name(base), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        return os.open(self.log_dir / _segment_name(base), os.O_WRONLY | os.O_APPEND | _OPEN_FLAGS)
 
     def _roll(self, base: int) -> None:
         """Start a new segment at ``base``; its directory entry is durable before it is used."""
@@ -443,8 +494,8 @@ class SpoolFiles:
             os.close(self._active[1])
         fd = os.open(
             self.log_dir / _segment_name(base),
-            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-            0o644,
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | _OPEN_FLAGS,
+            _FILE_MODE,
         )
         _fsync_dir(self.log_dir)
         self._active = (base, fd)
@@ -498,7 +549,7 @@ class SpoolFiles:
         """The record of the frame at ``position`` in ``segment``."""
         fd = self._readers.get(segment)
         if fd is None:
-            fd = os.open(self.log_dir / _segment_name(segment), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.log_dir / _segment_name(segment), os.O_RDONLY | _OPEN_FLAGS)
             self._readers[segment] = fd
         data = os.pread(fd, length, position)
         payload = read_frame(data, 0)
@@ -512,7 +563,7 @@ class SpoolFiles:
         """Everything below ``head`` is forwarded: note it, remove segments wholly below it."""
         if self._committed_fd is None:
             self._committed_fd = os.open(
-                self.log_dir / "committed", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644
+                self.log_dir / "committed", os.O_WRONLY | os.O_CREAT | _OPEN_FLAGS, _FILE_MODE
             )
         os.pwrite(self._committed_fd, _COMMITTED.pack(head, zlib.crc32(_U64.pack(head))), 0)
         self._remove_spent(head)
@@ -562,7 +613,7 @@ class SpoolFiles:
         dead = self.log_dir / "dead"
         name = f"{seq:020d}-{time.time_ns()}.rec"
         temporary = dead / f".{name}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, _FILE_MODE)
         try:
             view = memoryview(data)
             while view:  # a regular file writes short only when the disk is full
@@ -611,6 +662,9 @@ class SpoolFiles:
     def _convert_legacy(self) -> list[Frame]:
         """Move the records and dead letters of a SQLite spool into the log, then remove it."""
         path = self.legacy_path
+        for suffix in (".db", ".db-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                _check_private(path.with_suffix(suffix), "file")
         try:
             with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
                 rows = db.execute(

@@ -6,6 +6,7 @@ against the real broker (``tests/integration/test_faults.py``)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,31 @@ def test_a_spool_file_no_worker_index_owns_is_forwarded_and_removed(tmp_path: Pa
         await outbox.close(1)
 
     run(body)
+
+
+def test_a_planted_orphan_spool_is_refused_once_and_the_own_spool_still_drains(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """A spool directory another local user could write is not forwarded as verified events;
+    saying so once does not stop this worker's own forwarding."""
+
+    async def body() -> None:
+        planted = await Spool.open(tmp_path, 1 << 20, worker_index=7)
+        await planted.append(record(b"planted"))
+        await planted.close()
+        os.chmod(tmp_path / "spool-7", 0o777)
+        cluster, clock = FakeCluster({"t"}), Clock()
+        spool = await Spool.open(tmp_path, 1 << 20)
+        outbox = make(cluster, clock, spool=spool)
+        outbox.start()
+        for _ in range(3):
+            outbox._next_adoption = 0.0  # adoption rounds as fast as the forwarder loops
+            await outbox.commit(record(b"own"), AckMode.SPOOL)
+            await until(lambda: not spool.depth)
+        assert cluster.delivered == [("t", b"own")] * 3
+        await outbox.close(1)
+
+    run(body)
+    messages = [r.getMessage() for r in caplog.records]
+    refusals = [m for m in messages if "not adopting the spool of worker index 7" in m]
+    assert len(refusals) == 1 and "writable by other users" in refusals[0]

@@ -783,3 +783,106 @@ def test_power_loss_at_any_moment_keeps_every_acknowledged_append(
             assert indexes == sorted(indexes)
             missing = acked - set(indexes)  # acknowledged and not forwarded, yet lost
             assert not missing, (number, seed, sorted(missing)[:10])
+
+
+def _mode(path: Path) -> int:
+    return os.lstat(path).st_mode & 0o777
+
+
+def test_spool_files_are_private_to_hookds_user(tmp_path: Path) -> None:
+    """Webhook bodies are not for every local user to read."""
+
+    async def scenario() -> None:
+        spool = await Spool.open(tmp_path / "spool", BIG)
+        try:
+            await spool.append(record(0))
+            await spool.append(record(1))
+            rows = await everything(spool)
+            await spool.delete([rows[0][0]])
+            await spool.set_aside([rows[1][0]], "refused")
+        finally:
+            await spool.close()
+
+    run(scenario)
+    log_dir = tmp_path / "spool" / "spool-0"
+    files = [tmp_path / "spool" / "spool-0.lock", *log_dir.iterdir(), *(log_dir / "dead").iterdir()]
+    modes = {path.name: _mode(path) for path in files}
+    assert {m for name, m in modes.items() if name != "dead"} == {0o600}, modes
+    assert _mode(tmp_path / "spool") == _mode(log_dir) == _mode(log_dir / "dead") == 0o700
+
+
+def test_a_planted_symbolic_link_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    (spool_dir / "spool-0.lock").symlink_to(victim)
+
+    async def scenario() -> None:
+        with pytest.raises(SpoolError, match=r"spool-0\.lock"):
+            await Spool.open(spool_dir, BIG)
+
+    run(scenario)
+    assert victim.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("target", ["segment", "directory", "dead letter"])
+def test_a_spool_other_users_can_write_is_refused(tmp_path: Path, target: str) -> None:
+    """Its records would be forwarded as verified events: hookd must have written them."""
+
+    async def fill() -> None:
+        spool = await Spool.open(tmp_path, BIG)
+        await spool.append(record(0))
+        await spool.append(record(1))
+        await spool.set_aside([(await everything(spool))[1][0]], "refused")
+        await spool.close()
+
+    async def reopen() -> None:
+        spool = await Spool.open(tmp_path, BIG)
+        await spool.close()
+
+    run(fill)
+    log_dir = tmp_path / "spool-0"
+    path = {
+        "segment": segments.segments(log_dir)[0][1],
+        "directory": log_dir,
+        "dead letter": next((log_dir / "dead").iterdir()),
+    }[target]
+    os.chmod(path, 0o777 if target == "directory" else 0o666)
+    with pytest.raises(SpoolError, match="writable by other users"):
+        run(reopen)
+    os.chmod(path, 0o700 if target == "directory" else 0o600)
+    run(reopen)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_spool_file_of_another_user_is_refused(tmp_path: Path) -> None:
+    async def fill() -> None:
+        spool = await Spool.open(tmp_path, BIG)
+        await spool.append(record(0))
+        await spool.close()
+
+    async def reopen() -> None:
+        spool = await Spool.open(tmp_path, BIG)
+        await spool.close()
+
+    run(fill)
+    [(_, segment)] = segments.segments(tmp_path / "spool-0")
+    os.chown(segment, 4242, -1)
+    with pytest.raises(SpoolError, match="belongs to uid 4242"):
+        run(reopen)
+
+
+def test_spool_files_readable_by_others_are_made_private(tmp_path: Path) -> None:
+    """Earlier versions created spool files 0644; opening tightens them."""
+
+    async def cycle() -> None:
+        spool = await Spool.open(tmp_path, BIG)
+        await spool.append(record(0))
+        await spool.close()
+
+    run(cycle)
+    [(_, segment)] = segments.segments(tmp_path / "spool-0")
+    os.chmod(segment, 0o644)
+    run(cycle)
+    assert _mode(segment) == 0o600
