@@ -5,7 +5,9 @@
 #       -e WEBHOOK_SECRET=... hookd:0.1.0
 #
 # The config is /etc/hookd/hookd.toml (deploy/hookd.toml); mount your own over /etc/hookd or
-# point HOOKD_CONFIG elsewhere. docs/operations.md covers Kubernetes, Quix Cloud and the size.
+# point HOOKD_CONFIG elsewhere. `--target minimal` builds the edge variant (no shell, no
+# package manager). docs/operations.md covers both images, Kubernetes, Quix Cloud and the size;
+# `make image image-test` builds and smoke-tests both with podman.
 # scripts/lint_dockerfile.sh lints this file (hadolint) and checks the install step below.
 
 # One pinned base for both stages: the venv copied from the builder links to this exact
@@ -34,7 +36,37 @@ RUN python -m venv /opt/hookd \
     && /opt/hookd/bin/pip uninstall --yes pip setuptools \
     && /opt/hookd/bin/hookd --help > /dev/null
 
-# ---- runtime -------------------------------------------------------------------------------
+# ---- minimal: the files hookd runs with, on an empty base (docker build --target minimal) ------
+# No shell, no package manager, no pip: deploy/minimal_rootfs.py copies the interpreter, the
+# standard library a server needs, the venv without tests or C sources, the shared libraries
+# they load and the CA bundle, then imports hookd inside the result to prove it complete.
+FROM ${PYTHON_IMAGE} AS rootfs
+# binutils for strip (bookworm's version; this stage is thrown away after the copy below).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils=2.40-2 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=builder /opt/hookd /opt/hookd
+COPY deploy/minimal_rootfs.py /usr/local/share/minimal_rootfs.py
+RUN python /usr/local/share/minimal_rootfs.py /rootfs
+
+FROM scratch AS minimal
+ARG HOOKD_UID=10001
+COPY --from=rootfs /rootfs /
+COPY deploy/hookd.toml deploy/quix.toml /etc/hookd/
+ENV PATH=/opt/hookd/bin \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOOKD_CONFIG=/etc/hookd/hookd.toml
+WORKDIR /var/lib/hookd
+USER ${HOOKD_UID}:${HOOKD_UID}
+EXPOSE 8080 9090
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=15s --timeout=3s --start-period=40s --retries=3 \
+    CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:9090/healthz', timeout=2)"]
+ENTRYPOINT ["hookd"]
+CMD ["serve"]
+
+# ---- runtime: the default image ------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
 
 # Fixed, non-root UID/GID, so Kubernetes can check runAsNonRoot and volumes can be chowned.

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint lint-docker bench clean
+.PHONY: run test lint lint-docker bench image image-test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	@command -v wrk >/dev/null || [ "$$(id -u)" != 0 ] || apt-get install -y -q wrk >/dev/null
 	$(BIN)/python bench/run.py
+
+image:
+	scripts/image.sh
+
+image-test: $(STAMP)
+	PYTHONPATH=scripts $(BIN)/python scripts/image_test.py localhost/hookd:latest localhost/hookd:minimal
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
