@@ -108,8 +108,18 @@ class Verifier(ABC):
     #: none: the route then answers within ``kafka.ack_timeout_s``. Sources: docs/providers.md.
     default_respond_within_s: ClassVar[float | None] = None
 
+    #: A public prefix the provider puts before the secret (Stripe's ``whsec_``): the prefix
+    #: alone is no secret, so ``secret_key`` refuses a secret that is only the prefix.
+    secret_prefix: ClassVar[str] = ""
+
     def __init__(self, route: RouteConfig) -> None:
-        self.secrets: tuple[bytes, ...] = tuple(s.encode() for s in route.secrets)
+        keys = []
+        for index, secret in enumerate(route.secrets):
+            try:
+                keys.append(self.secret_key(secret))
+            except ValueError as exc:
+                raise SchemeConfigError(f"secrets[{index}]", str(exc)) from None
+        self.secrets: tuple[bytes, ...] = tuple(keys)
         self.tolerance_s = (
             route.tolerance_s if route.tolerance_s is not None else self.default_tolerance_s
         )
@@ -125,6 +135,28 @@ class Verifier(ABC):
             if getattr(route, option) is not None:
                 raise SchemeConfigError(option, f'not used by scheme "{cls.scheme}"')
         return cls(route)
+
+    @classmethod
+    def secret_key(cls, secret: str) -> bytes:
+        """The key material this scheme takes from one configured secret; ``ValueError`` (its
+        message names what is wrong, never the secret) when there is none to speak of.
+
+        The config refuses a secret that is empty as a string; this refuses one whose *material*
+        is empty: ``"whsec_${KEY}"`` or ``"hooks:${PASSWORD}"`` with the variable set but
+        empty leaves a public string that anyone can sign or authenticate with. Pure; the one
+        place per scheme where a secret is parsed (a scheme overrides it to parse differently).
+        """
+        material = secret.removeprefix(cls.secret_prefix) if cls.secret_prefix else secret
+        if not material.strip():
+            what = (
+                f'nothing after the public "{cls.secret_prefix}" prefix'
+                if (cls.secret_prefix and secret.startswith(cls.secret_prefix))
+                else "empty"
+            )
+            raise ValueError(
+                f"{what}: an empty secret would accept anything (is a variable empty?)"
+            )
+        return secret.encode()
 
     @abstractmethod
     def verify(self, request: Request, now: float) -> Verified:

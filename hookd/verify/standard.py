@@ -17,7 +17,6 @@ from hookd.verify.base import (
     Headers,
     Rejected,
     Request,
-    SchemeConfigError,
     Verified,
     Verifier,
     any_mac_matches,
@@ -33,18 +32,27 @@ _SECRET_PREFIX = "whsec_"
 
 
 def decode_secret(secret: str) -> bytes:
-    """``whsec_<base64>`` (or bare base64, padding optional) → key bytes; as the SDKs do."""
+    """``whsec_<base64>`` (or bare base64, padding optional) → key bytes, as the SDKs do;
+    ``ValueError`` when it is not base64 or decodes to nothing (``"whsec_"``, ``"="``)."""
     raw = secret.removeprefix(_SECRET_PREFIX)
+    if not raw.strip().rstrip("="):
+        raise ValueError(_EMPTY_KEY)
     raw += "=" * (-len(raw) % 4)
     try:
         key = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
-        raise SchemeConfigError(
-            "secrets", "standard-webhooks secrets are base64, optionally prefixed whsec_"
+        raise ValueError(
+            "standard-webhooks secrets are base64, optionally prefixed whsec_"
         ) from None
     if not key:
-        raise SchemeConfigError("secrets", "standard-webhooks secret is empty")
+        raise ValueError(_EMPTY_KEY)
     return key
+
+
+_EMPTY_KEY = (
+    "the base64 key after whsec_ is empty: an empty secret would accept anything "
+    "(is a variable empty?)"
+)
 
 
 def _header(headers: Headers, svix: bytes, standard: bytes) -> bytes:
@@ -65,8 +73,12 @@ class StandardWebhooks(Verifier):
 
     def __init__(self, route: RouteConfig) -> None:
         super().__init__(route)
-        self.secrets = tuple(decode_secret(s) for s in route.secrets)
         self._macs = keyed_macs(self.secrets, "sha256")
+
+    @classmethod
+    def secret_key(cls, secret: str) -> bytes:
+        """The base64-decoded part after ``whsec_``: the key the SDKs use."""
+        return decode_secret(secret)
 
     def verify(self, request: Request, now: float) -> Verified:
         headers = request.headers

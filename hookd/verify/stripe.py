@@ -95,6 +95,7 @@ class Stripe(TimestampedHmac):
     Older than the tolerance (300 s) is refused; a future timestamp is not (stripe-python)."""
 
     scheme = "stripe"
+    secret_prefix = "whsec_"
     header = b"stripe-signature"
     default_tolerance_s = 300.0
     id_field = "id"
@@ -113,9 +114,11 @@ class Calendly(TimestampedHmac):
 class Paddle(TimestampedHmac):
     """Paddle Billing: ``Paddle-Signature: ts=…;h1=…[;h1=…]`` over ``{ts}:{body}``.
 
-    Paddle's SDKs allow 5 s between sending and verifying (older is refused)."""
+    Paddle's SDKs allow 5 s between sending and verifying (older is refused). The key is the
+    whole secret, ``pdl_ntfset_…`` included."""
 
     scheme = "paddle"
+    secret_prefix = "pdl_ntfset_"
     default_respond_within_s = 4.0
     header = b"paddle-signature"
     item_separator = b";"

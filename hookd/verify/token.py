@@ -89,13 +89,20 @@ class Basic(Verifier):
 
     def __init__(self, route: RouteConfig) -> None:
         super().__init__(route)
-        pairs = []
-        for i, secret in enumerate(self.secrets):
-            user, sep, password = secret.partition(b":")
-            if not sep or not user:
-                raise SchemeConfigError(f"secrets[{i}]", 'basic secrets are "user:password"')
-            pairs.append((user, password))
-        self.credentials = tuple(pairs)
+        self.credentials = tuple(_split_credentials(secret) for secret in self.secrets)
+
+    @classmethod
+    def secret_key(cls, secret: str) -> bytes:
+        """``user:password``, both non-empty: ``"hooks:${PASSWORD}"`` with an empty variable
+        would let anyone in with ``Authorization: Basic aG9va3M6`` (``hooks:``)."""
+        user, sep, password = secret.partition(":")
+        if not sep or not user.strip():
+            raise ValueError('basic secrets are "user:password"')
+        if not password.strip():
+            raise ValueError(
+                "empty password: an empty secret would accept anything (is a variable empty?)"
+            )
+        return secret.encode()
 
     def verify(self, request: Request, now: float) -> Verified:
         value = signature_header(request.headers, b"authorization")
@@ -120,6 +127,11 @@ class Basic(Verifier):
     def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
         user, password = self.credentials[0]
         return [("Authorization", "Basic " + base64.b64encode(user + b":" + password).decode())]
+
+
+def _split_credentials(secret: bytes) -> tuple[bytes, bytes]:
+    user, _, password = secret.partition(b":")  # Basic.secret_key checked both are there
+    return user, password
 
 
 class NoVerification(Verifier):

@@ -209,6 +209,30 @@ def test_empty_secret_is_refused():
     ]
 
 
+@pytest.mark.parametrize(
+    ("verify", "secret", "reason"),
+    [
+        ("basic", "hooks:${LEGACY_PASSWORD}", "empty password"),
+        ("stripe", "whsec_${LEGACY_PASSWORD}", 'nothing after the public "whsec_" prefix'),
+        ("svix", "whsec_${LEGACY_PASSWORD}", "the base64 key after whsec_ is empty"),
+        ("paddle", "pdl_ntfset_${LEGACY_PASSWORD}", "nothing after the public"),
+    ],
+)
+def test_check_refuses_a_secret_whose_material_is_empty(
+    tmp_path, capsys, monkeypatch, verify, secret, reason
+):
+    # Issue 12, finding 5: the variable is set but empty; the string is not, its key is.
+    monkeypatch.setenv("LEGACY_PASSWORD", "")
+    path = write(
+        tmp_path,
+        f'[[routes]]\npath = "/a"\ntopic = "t"\nverify = "{verify}"\nsecrets = ["{secret}"]\n',
+    )
+    assert main(["check", "--config", path]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"config error: routes[0].secrets[0]: {reason}")
+    assert line.endswith("an empty secret would accept anything (is a variable empty?)")
+
+
 def test_tls_cert_and_key_go_together():
     [line] = problems({"server": {"tls_cert": "/etc/hookd/cert.pem"}, "routes": [ROUTE]})
     assert line == "config error: server: tls_cert and tls_key go together"

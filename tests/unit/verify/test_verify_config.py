@@ -50,8 +50,10 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("hmac", {"secrets": ["s"], "header": "X-Sig", "timestamp_header": "a b"}, "timestamp_header"),
     ("basic", {"secrets": ["no-colon"]}, "secrets[0]"),
     ("basic", {"secrets": ["a:b", ":pw"]}, "secrets[1]"),
-    ("standard-webhooks", {"secrets": ["whsec_***"]}, "secrets"),
-    ("svix", {"secrets": ["whsec_"]}, "secrets"),
+    ("standard-webhooks", {"secrets": ["whsec_***"]}, "secrets[0]"),
+    ("svix", {"secrets": ["whsec_"]}, "secrets[0]"),
+    ("basic", {"secrets": ["hooks:"]}, "secrets[0]"),
+    ("stripe", {"secrets": ["s", "whsec_"]}, "secrets[1]"),
     ("token", {"secrets": ["s"], "header": "x: y"}, "header"),
     ("none", {"header": "X-Any"}, "header"),
 ]
