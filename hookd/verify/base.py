@@ -304,6 +304,27 @@ def signature_header(headers: Headers, name: bytes) -> bytes:
     return value.strip()
 
 
+#: Longest delivery id taken from a header the signature does not cover (GitHub's
+#: ``X-GitHub-Delivery`` is a 36-byte UUID). The id becomes the record key and enters the
+#: redelivery window, and anyone holding one captured delivery can send it with any id.
+MAX_DELIVERY_ID_BYTES = 200
+
+
+def check_delivery_id(value: bytes, header: bytes) -> bytes:
+    """Refuse an unsigned delivery id over ``MAX_DELIVERY_ID_BYTES``; return it."""
+    if len(value) > MAX_DELIVERY_ID_BYTES:
+        raise Rejected(
+            f"malformed {header.decode()} header: longer than {MAX_DELIVERY_ID_BYTES} bytes"
+        )
+    return value
+
+
+def delivery_id_header(headers: Headers, name: bytes) -> bytes | None:
+    """A delivery id from a header the signature does not cover (first value), bounded."""
+    value = headers.first(name)
+    return None if value is None else check_delivery_id(value, name)
+
+
 def optional_signature_header(headers: Headers, name: bytes) -> bytes | None:
     """Like ``signature_header`` for a header that may be absent."""
     if headers.get(name) is None:

@@ -22,6 +22,7 @@ from hookd.verify.base import (
     Verified,
     Verifier,
     any_mac_matches,
+    check_delivery_id,
     check_timestamp,
     keyed_macs,
     parse_int,
@@ -89,6 +90,8 @@ class Hmac(Verifier):
             raise SchemeConfigError("template", "{ts} needs timestamp_header")
         if "id" in self.parts and self.id_header is None:
             raise SchemeConfigError("template", "{id} needs id_header")
+        #: An id the template does not sign is bounded like every unsigned delivery id.
+        self._id_signed = "id" in self.parts
         if self.timestamp_header is None:
             if route.tolerance_s is not None:
                 raise SchemeConfigError("tolerance_s", "needs timestamp_header")
@@ -104,6 +107,8 @@ class Hmac(Verifier):
             check_timestamp(parse_int(ts, what), now, self.tolerance_s, reject_future=True)
         if self.id_header is not None:
             msg_id = signature_header(headers, self.id_header)
+            if not self._id_signed:
+                check_delivery_id(msg_id, self.id_header)
         message = self._message(request.body, ts, msg_id, request.method, request.target)
         if not any_mac_matches(self._macs, message, (candidate,)):
             raise Rejected("signature mismatch")

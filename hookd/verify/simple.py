@@ -22,6 +22,7 @@ from hookd.verify.base import (
     Verifier,
     any_mac_matches,
     check_timestamp,
+    delivery_id_header,
     hex_candidates,
     keyed_macs,
     optional_signature_header,
@@ -59,7 +60,9 @@ class BodyHmac(Verifier):
     def _verified(self, request: Request) -> Verified:
         headers = request.headers
         return Verified(
-            delivery_id=headers.first(self.delivery_id_header) if self.delivery_id_header else None,
+            delivery_id=delivery_id_header(headers, self.delivery_id_header)
+            if self.delivery_id_header
+            else None,
             event_type=headers.first(self.event_type_header) if self.event_type_header else None,
         )
 

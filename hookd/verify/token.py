@@ -18,6 +18,7 @@ from hookd.verify.base import (
     SchemeConfigError,
     Verified,
     Verifier,
+    delivery_id_header,
     signature_header,
 )
 
@@ -73,7 +74,7 @@ class GitLab(Verifier):
         if not _any_equal(signature_header(headers, b"x-gitlab-token"), self.secrets):
             raise Rejected("token mismatch")
         return Verified(
-            delivery_id=headers.first(b"x-gitlab-event-uuid"),
+            delivery_id=delivery_id_header(headers, b"x-gitlab-event-uuid"),
             event_type=headers.first(b"x-gitlab-event"),
         )
 

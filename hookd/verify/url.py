@@ -24,6 +24,7 @@ from hookd.verify.base import (
     any_mac_matches,
     check_timestamp,
     decode_base64,
+    delivery_id_header,
     hmac_sha256,
     keyed_macs,
     parse_int,
@@ -113,7 +114,9 @@ class Twilio(UrlHmac):
         tail = (b"?" + query if sep else b"") + suffix
         for url in self._urls:
             if any_mac_matches(macs, url + tail, (candidate,)):
-                return Verified(delivery_id=headers.first(b"i-twilio-idempotency-token"))
+                return Verified(
+                    delivery_id=delivery_id_header(headers, b"i-twilio-idempotency-token")
+                )
         raise Rejected("signature mismatch")
 
     def _algorithm(self, request: Request) -> bytes:
