@@ -53,7 +53,37 @@ def compile_template(template: str) -> tuple[str | bytes, ...]:
         parts.append(field)
     if "body" not in parts:
         raise SchemeConfigError("template", "must include {body}: an unsigned body is forgeable")
+    if parts.count("body") > 1:
+        raise SchemeConfigError("template", "must include {body} once")
     return tuple(parts)
+
+
+def field_separators(parts: tuple[str | bytes, ...]) -> tuple[tuple[str, bytes], ...]:
+    """For each placeholder other than ``{body}``: the byte its value may not contain.
+
+    The signed message is the template filled in, and the header values that fill it are the
+    sender's to choose. So that one message has one reading, every field must be closed off
+    from ``{body}``'s side by a literal: a field before ``{body}`` by the literal after it, a
+    field after ``{body}`` by the literal before it, and its value may not contain that
+    literal's first (resp. last) byte. Then each field ends at the first such byte, and
+    ``{body}`` is what is left: with ``{ts}.{id}.{body}``, an id ``abc.{"amount":1`` can no
+    longer move the start of the body. Raises ``SchemeConfigError`` for a template whose field
+    has no such literal (``{ts}{body}``, ``{id}{ts}.{body}``)."""
+    at = parts.index("body")
+    out: list[tuple[str, bytes]] = []
+    for index, part in enumerate(parts):
+        if isinstance(part, bytes) or part == "body":
+            continue
+        neighbour = parts[index + 1] if index < at else parts[index - 1]
+        if not isinstance(neighbour, bytes):
+            side = "followed" if index < at else "preceded"
+            raise SchemeConfigError(
+                "template",
+                f"{{{part}}} must be {side} by a separator such as '.', or its value could "
+                "move the boundary of the signed body",
+            )
+        out.append((part, neighbour[:1] if index < at else neighbour[-1:]))
+    return tuple(out)
 
 
 class Hmac(Verifier):
@@ -92,6 +122,27 @@ class Hmac(Verifier):
             raise SchemeConfigError("template", "{id} needs id_header")
         #: An id the template does not sign is bounded like every unsigned delivery id.
         self._id_signed = "id" in self.parts
+        sources = {
+            "ts": f"{route.timestamp_header} header",
+            "id": f"{route.id_header} header",
+            "method": "request method",
+            "url": "request target",
+        }
+        checks = []
+        for field, separator in field_separators(self.parts):
+            fixed = {"method": "POST", "url": route.path}.get(field)
+            if fixed is not None and separator.decode() in fixed:
+                raise SchemeConfigError(
+                    "template",
+                    f"{{{field}}} is closed by {separator.decode()!r}, which its value "
+                    f"{fixed!r} contains: pick another separator",
+                )
+            reason = (
+                f"malformed {sources[field].lower()}: contains {separator.decode()!r}, which "
+                f"closes {{{field}}} in the signed template"
+            )
+            checks.append((field, separator, reason))
+        self._field_checks: tuple[tuple[str, bytes, str], ...] = tuple(checks)
         if self.timestamp_header is None:
             if route.tolerance_s is not None:
                 raise SchemeConfigError("tolerance_s", "needs timestamp_header")
@@ -109,10 +160,24 @@ class Hmac(Verifier):
             msg_id = signature_header(headers, self.id_header)
             if not self._id_signed:
                 check_delivery_id(msg_id, self.id_header)
+        self._check_fields(ts, msg_id, request.method, request.target)
         message = self._message(request.body, ts, msg_id, request.method, request.target)
         if not any_mac_matches(self._macs, message, (candidate,)):
             raise Rejected("signature mismatch")
         return Verified(delivery_id=msg_id or None)
+
+    def _check_fields(self, ts: bytes, msg_id: bytes, method: bytes, url: bytes) -> None:
+        """Refuse a field value that holds its separator (see ``field_separators``)."""
+        for field, separator, reason in self._field_checks:
+            value = (
+                ts
+                if field == "ts"
+                else msg_id
+                if field == "id"
+                else (method if field == "method" else url)
+            )
+            if separator in value:
+                raise Rejected(reason)
 
     def _message(self, body: bytes, ts: bytes, msg_id: bytes, method: bytes, url: bytes) -> bytes:
         if len(self.parts) == 1:  # the default "{body}": no copy
