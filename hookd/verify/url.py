@@ -11,7 +11,7 @@ import base64
 import hashlib
 import hmac
 from typing import ClassVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from hookd.config import RouteConfig
 from hookd.verify.base import (
@@ -151,16 +151,40 @@ def _signed_params(query: bytes, body: bytes) -> bytes:
             return b""
     if not body:
         return b""
+    values: dict[str, set[str]] = {}
+    for name, value in form_params(body):
+        values.setdefault(name, set()).add(value)
+    signed = "".join(name + value for name in sorted(values) for value in sorted(values[name]))
+    return signed.encode()
+
+
+def form_params(body: bytes) -> list[tuple[str, str]]:
+    """Parse a form body as ``parse_qsl(keep_blank_values=True)`` does, refusing what makes
+    two different parameter lists sign alike and what Twilio never sends: an empty name
+    (``=Bodyx`` signs as ``Body=x``) and a percent-escape that is not UTF-8 (``%FF`` and
+    ``%FE`` would both decode to U+FFFD, as werkzeug and Django decode them). ``a`` reads as
+    ``a=``, as form parsers read it. Twilio's own re-split weakness (``Body=helloFrom%2B1555``
+    signs as ``From=%2B1555&Body=hello``) is not detectable here: see docs/providers.md."""
     try:
         text = body.decode("utf-8")
     except UnicodeError:
         raise Rejected("malformed form body: not UTF-8") from None
-    # errors="replace" as werkzeug/Django decode forms for twilio-python's validate().
-    values: dict[str, set[str]] = {}
-    for name, value in parse_qsl(text, keep_blank_values=True, errors="replace"):
-        values.setdefault(name, set()).add(value)
-    signed = "".join(name + value for name in sorted(values) for value in sorted(values[name]))
-    return signed.encode()
+    params = []
+    for item in text.split("&"):
+        if not item:
+            continue  # "a=1&&b=2": the same parameters, as every form parser reads them
+        name, _, value = item.partition("=")
+        try:
+            params.append((_unquote(name), _unquote(value)))
+        except UnicodeError:
+            raise Rejected("malformed form body: a percent-escape that is not UTF-8") from None
+        if not params[-1][0]:
+            raise Rejected("malformed form body: a parameter without a name")
+    return params
+
+
+def _unquote(text: str) -> str:
+    return unquote(text.replace("+", " "), errors="strict")
 
 
 def _query_value(query: bytes, name: str) -> str | None:
