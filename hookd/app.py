@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import uvloop
 
-from hookd.admin import AdminProtocol
+from hookd.admin import ADMIN_MAX_CONNECTIONS, AdminLimits, AdminProtocol
 from hookd.config import Config, ConfigError, HostPort, ServerConfig
 from hookd.http.protocol import HttpProtocol, ServerContext, enforce_timeouts
 from hookd.metrics import Metrics
@@ -34,6 +35,11 @@ SPOOL_LOCK_WAIT_S = 30.0
 
 #: Beyond the ack timeout, how long a request may wait to be durable before a backstop 503.
 COMMIT_MARGIN_S = 10.0
+
+#: File descriptors a serving process needs beyond its public and admin connections: the
+#: listeners, librdkafka's sockets (a few per broker) and wake-up pipes, the spool's segment,
+#: lock and dead-letter files, logs, the Python runtime's own.
+FD_MARGIN = 256
 
 
 class StartupError(Exception):
@@ -72,6 +78,33 @@ def tls_context(server: ServerConfig) -> ssl.SSLContext | None:
     return context
 
 
+def file_descriptors_needed(server: ServerConfig) -> int:
+    """Open files one serving process may need: ``max_connections`` public connections (TLS
+    handshakes included), a full admin listener and ``FD_MARGIN``."""
+    return server.max_connections + ADMIN_MAX_CONNECTIONS + FD_MARGIN
+
+
+def ensure_fd_limit(server: ServerConfig) -> None:
+    """Raise the soft ``RLIMIT_NOFILE`` to what ``max_connections`` needs, or refuse to start
+    when the hard limit is lower: running out of descriptors fails every webhook ("Connection
+    reset by peer") and librdkafka ("Too many open files") instead of answering 503."""
+    needed = file_descriptors_needed(server)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise StartupError(
+            f"server.max_connections = {server.max_connections} needs {needed} open files "
+            f"({server.max_connections} connections + {ADMIN_MAX_CONNECTIONS} admin + "
+            f"{FD_MARGIN} for Kafka, the spool and the listeners), but the hard limit "
+            f"RLIMIT_NOFILE is {hard} (soft {soft}): raise it (ulimit -Hn, systemd LimitNOFILE, "
+            f"the container runtime's nofile) or lower server.max_connections to "
+            f"{max(hard - ADMIN_MAX_CONNECTIONS - FD_MARGIN, 0)}"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    log.info("open-file limit raised from %d to %d for max_connections", soft, needed)
+
+
 class Hookd:
     """One serving process: public listener, admin listener, outbox (publisher and spool)."""
 
@@ -89,6 +122,7 @@ class Hookd:
             metrics,
             # librdkafka answers by ack_timeout_s; a spool fallback append adds an fsync
             commit_timeout_s=config.kafka.ack_timeout_s + COMMIT_MARGIN_S,
+            tls=config.server.tls_cert is not None,
         )
         self._stopping = asyncio.Event()
         self._reload: asyncio.Future[None] | None = None
@@ -121,7 +155,16 @@ class Hookd:
             "Body bytes of requests waiting to be durable.",
             lambda: ctx.in_flight_bytes,
         )
-        gauge("hookd_connections", "Open client connections.", lambda: len(ctx.connections))
+        gauge(
+            "hookd_connections",
+            "Open client connections, TLS handshakes and closing ones included.",
+            lambda: ctx.open_connections,
+        )
+        gauge(
+            "hookd_receiving_bytes",
+            "Body bytes received of requests still arriving.",
+            lambda: ctx.receiving_bytes,
+        )
         gauge(
             "hookd_broker_up",
             "1 when the broker answered recently and deliveries are not failing.",
@@ -150,7 +193,7 @@ class Hookd:
         ``Outbox.not_ready``)."""
         if self.context.draining:
             return "draining"
-        return self.outbox.not_ready()
+        return self.outbox.not_ready() or self.context.budget_spent()
 
     async def run(self, *, reuse_port: bool = False, admin_path: str | None = None) -> None:
         """Serve until SIGTERM or SIGINT, then drain. ``admin_path``: answer admin requests on
@@ -160,15 +203,24 @@ class Hookd:
         public = listen_socket(server.listen_address, reuse_port=reuse_port)
         self.outbox.start()
         timeouts = loop.create_task(enforce_timeouts(self.context), name="hookd-timeouts")
-        source = _AdminView(self)
+        source, limits = _AdminView(self), AdminLimits()
         if admin_path is None:
             admin_socket = listen_socket(server.admin_address)
-            admin = await loop.create_server(lambda: AdminProtocol(source), sock=admin_socket)
+            admin = await loop.create_server(
+                lambda: AdminProtocol(source, limits), sock=admin_socket
+            )
         else:
-            admin = await loop.create_unix_server(lambda: AdminProtocol(source), path=admin_path)
+            admin = await loop.create_unix_server(
+                lambda: AdminProtocol(source, limits), path=admin_path
+            )
+        tls = tls_context(server)
         self._servers = [
             await loop.create_server(
-                lambda: HttpProtocol(self.context), sock=public, ssl=tls_context(server)
+                lambda: HttpProtocol(self.context),
+                sock=public,
+                ssl=tls,
+                # a handshake is counted as a connection; it gets as long as a request head
+                ssl_handshake_timeout=server.header_timeout_s if tls is not None else None,
             ),
             admin,
         ]
@@ -366,6 +418,7 @@ async def run_worker(
 
 def serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
     """Serve with ``server.workers`` processes (0: one per CPU); return the exit status."""
+    ensure_fd_limit(config.server)  # inherited by every worker
     prepared = prepare(config, reread)
     workers = config.server.workers or os.cpu_count() or 1
     if workers == 1:

@@ -84,6 +84,9 @@ class ServerConfig(_Model):
     header_timeout_s: PositiveFloat = 10
     body_timeout_s: PositiveFloat = 30
     idle_timeout_s: PositiveFloat = 75
+    #: A client that does not read hookd's answers (its last one, or any while it keeps
+    #: sending) for this long is cut off: the socket is aborted, not left to drain.
+    write_timeout_s: PositiveFloat = 10
     access_log: bool = False
     #: TLS on the public listener, for deployments that expose hookd directly.
     tls_cert: str | None = None

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import uvloop
 
-from hookd.admin import AdminProtocol
+from hookd.admin import AdminLimits, AdminProtocol
 from hookd.app import (
     Prepared,
     ReloadRefused,
@@ -341,7 +341,8 @@ def _admin_main(prepared: Prepared, sockets: list[str]) -> None:
         loop.add_signal_handler(signal.SIGINT, lambda: None)  # the supervisor decides
         view = _SetView(sockets)
         sock = listen_socket(prepared.config.server.admin_address)
-        server = await loop.create_server(lambda: AdminProtocol(view), sock=sock)
+        limits = AdminLimits()
+        server = await loop.create_server(lambda: AdminProtocol(view, limits), sock=sock)
         await stop.wait()
         server.close()
 

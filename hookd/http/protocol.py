@@ -18,6 +18,14 @@ answer to a request is due within its route's ``respond_within_s`` after its hea
 margin under the provider's delivery timeout): the outbox is given that instant and stops
 waiting for Kafka in time, and each answer's share of it is observed in
 ``hookd_answer_deadline_used_ratio``.
+
+Limits (issue 12): a body is counted against ``max_in_flight_bytes`` as its bytes arrive
+(``receiving_bytes``), whatever its framing, so a head that announces a large body and sends
+nothing holds nothing; a chunked body is gathered into one bytearray and may use at most
+``CHUNKS_FREE`` chunks plus one per ``CHUNK_MIN_AVERAGE_BYTES`` of its data. A connection is
+counted from its TLS handshake until its socket is gone: after its last answer it closes, and
+is aborted when that answer is not read within ``write_timeout_s``, as is one whose client
+stops reading for that long.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import enum
 import logging
 import secrets
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -51,6 +60,11 @@ MAX_TARGET_BYTES = 8192
 #: any length of them when the line arrives whole.
 CHUNK_FRAMING_BYTES = 64
 CHUNK_FRAMING_ALLOWANCE = 4096
+#: How many chunks a body may use: this many, plus one per ``CHUNK_MIN_AVERAGE_BYTES`` of its
+#: data; beyond, 400. Each chunk costs an h11 event (a few microseconds), so this bounds the
+#: CPU a body costs by its size: a million one-byte chunks are refused after about a thousand.
+CHUNKS_FREE = 1024
+CHUNK_MIN_AVERAGE_BYTES = 64
 #: How often deadlines are checked; timeouts fire up to this much late.
 TIMEOUT_RESOLUTION_S = 0.25
 _HEAD_END = b"\r\n\r\n"
@@ -63,6 +77,7 @@ class _State(enum.Enum):
     BODY = "body"  # receiving a Content-Length body
     CHUNKED = "chunked"  # receiving a chunked body, decoded by h11
     WAITING = "waiting"  # the request is in; waiting for it to be durable
+    CLOSING = "closing"  # closed by hookd, its last answer still being written; still counted
     CLOSED = "closed"
 
 
@@ -75,12 +90,42 @@ class ServerContext:
     outbox: Outbox
     metrics: Metrics
     connections: set[HttpProtocol] = field(default_factory=set)
+    #: TLS connections accepted whose handshake has not finished (with when they were accepted):
+    #: they count against max_connections. Weak: a failed handshake drops the protocol.
+    handshaking: weakref.WeakKeyDictionary[HttpProtocol, float] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
+    tls: bool = False  # the listener does TLS: count connections from the handshake
     draining: bool = False
     in_flight: int = 0
     in_flight_bytes: int = 0
-    receiving_bytes: int = 0  # Content-Length of bodies still arriving
+    receiving_bytes: int = 0  # body bytes received of requests still arriving
     #: Backstop for a request waiting to be durable; the outbox answers well before it.
     commit_timeout_s: float = 60.0
+
+    @property
+    def open_connections(self) -> int:
+        """Connections counted against max_connections: established (closing ones until their
+        socket is gone) and TLS handshakes in progress."""
+        return len(self.connections) + len(self.handshaking)
+
+    def budget_left(self) -> int:
+        """Bytes of ``max_in_flight_bytes`` not held by bodies arriving or waiting."""
+        return self.config.max_in_flight_bytes - self.in_flight_bytes - self.receiving_bytes
+
+    def budget_spent(self) -> str | None:
+        """Why new requests would get 503 here now (for ``/readyz``), or ``None``: the in-flight
+        budget is spent when ``max_in_flight`` requests wait to be durable, or when less room
+        is left in ``max_in_flight_bytes`` than one body of ``max_body_bytes`` or a sixteenth
+        of the budget, whichever is less."""
+        config = self.config
+        if self.in_flight >= config.max_in_flight:
+            return f"in-flight budget spent: {self.in_flight} requests waiting to be durable"
+        room = min(config.max_body_bytes, config.max_in_flight_bytes // 16)
+        if self.budget_left() < room:
+            held = self.in_flight_bytes + self.receiving_bytes
+            return f"in-flight budget spent: {held} of {config.max_in_flight_bytes} bytes held"
+        return None
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -100,28 +145,33 @@ class HttpProtocol(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []  # of self._request, names lower-cased
         self._keep_alive = True
         self._body_length = 0  # Content-Length still to come, in state BODY
-        self._chunks: list[bytes] = []
-        self._chunked_size = 0
+        self._body = bytearray()  # of a chunked body, as it is decoded
         self._chunked_fed = 0  # bytes given to h11 for the chunked body, framing included
         self._chunk_count = 0
         self._h11: h11.Connection | None = None  # in state CHUNKED
         self._head_request = False  # a HEAD request: its answer carries no body
         self._expects_continue = False
         self._write_paused = False
+        self._write_paused_at = 0.0
+        self._closing: asyncio.Transport | None = None  # closed by hookd, not yet gone
         self._delivery_id: bytes | None = None  # of the request being committed
         self._body_size = 0  # of the request being committed
-        self._reserved = 0  # Content-Length counted in the context's receiving_bytes
+        self._reserved = 0  # body bytes received, counted in the context's receiving_bytes
         self._fingerprint = 0  # of its body, for the redelivery window
         self._head_at = 0.0  # loop time the current request's head was taken: its deadline's start
         self._timing = False  # the current request is in: its answer counts toward the deadline
+        if context.tls:  # counted from now: connection_made comes after the handshake
+            context.handshaking[self] = self._loop.time()
 
     # -- asyncio callbacks ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        if len(self._ctx.connections) >= self._ctx.config.max_connections:
+        self._ctx.handshaking.pop(self, None)
+        if self._ctx.open_connections >= self._ctx.config.max_connections:
             self._ctx.metrics.request(_NO_ROUTE, 503)
             self._transport.write(responses.OVER_CAPACITY.close)
+            self._ctx.connections.add(self)  # counted, and swept, until its socket is gone
             self._close()
             return
         self._ctx.connections.add(self)
@@ -133,10 +183,12 @@ class HttpProtocol(asyncio.Protocol):
         self._release_reservation()
         self._state = _State.CLOSED
         self._transport = None
+        self._closing = None
         self._ctx.connections.discard(self)
+        self._ctx.handshaking.pop(self, None)
 
     def data_received(self, data: bytes) -> None:
-        if self._state is _State.CLOSED:
+        if self._state is _State.CLOSED or self._state is _State.CLOSING:
             return
         if self._state is _State.IDLE:
             self._state = _State.HEAD
@@ -148,6 +200,7 @@ class HttpProtocol(asyncio.Protocol):
         """The client is not reading its answers: stop reading its requests until it does,
         so a client cannot grow hookd's write buffer without bound."""
         self._write_paused = True
+        self._write_paused_at = self._loop.time()
         if self._transport is not None:
             self._transport.pause_reading()
 
@@ -176,7 +229,8 @@ class HttpProtocol(asyncio.Protocol):
                     return
             elif state is _State.BODY:
                 if len(self._buffer) < self._body_length:
-                    self._maybe_continue()
+                    if self._reserve(len(self._buffer)):
+                        self._maybe_continue()
                     return
                 body = bytes(self._buffer[: self._body_length])
                 del self._buffer[: self._body_length]
@@ -267,8 +321,10 @@ class HttpProtocol(asyncio.Protocol):
             self._respond(route.path, responses.BODY_TOO_LARGE)
             return
         ctx = self._ctx
-        if ctx.in_flight_bytes + ctx.receiving_bytes + length > ctx.config.max_in_flight_bytes:
-            # bodies still arriving count too, or slow senders could hold memory unbounded
+        if length > ctx.budget_left():
+            # A body that cannot fit now is refused before it is sent (100-continue). Only
+            # bytes received are counted, never a length merely announced: heads alone hold
+            # nothing. Each body is counted as it arrives (_reserve), whatever its framing.
             self._respond(route.path, responses.OVERLOADED_CLOSE)
             return
         self._route = route
@@ -279,15 +335,27 @@ class HttpProtocol(asyncio.Protocol):
         if chunked:
             self._state = _State.CHUNKED
             self._h11 = conn
-            self._chunks = []
-            self._chunked_size = 0
+            self._body = bytearray()
             self._chunked_fed = 0
             self._chunk_count = 0
         else:
             self._state = _State.BODY
             self._body_length = length
-            self._reserved = length
-            ctx.receiving_bytes += length
+
+    def _reserve(self, received: int) -> bool:
+        """Count ``received`` bytes of the body arriving (all of it so far) against
+        ``max_in_flight_bytes``; False, after a 503 and close, when they do not fit."""
+        grow = received - self._reserved
+        if grow <= 0:
+            return True
+        ctx = self._ctx
+        if grow > ctx.budget_left():
+            assert self._route is not None
+            self._respond(self._route.path, responses.OVERLOADED_CLOSE)
+            return False
+        ctx.receiving_bytes += grow
+        self._reserved = received
+        return True
 
     def _maybe_continue(self) -> None:
         """``Expect: 100-continue``: the client waits for this before sending the body."""
@@ -312,19 +380,24 @@ class HttpProtocol(asyncio.Protocol):
                 return False
             if isinstance(event, h11.Data):
                 self._chunk_count += event.chunk_start
-                self._chunked_size += len(event.data)
-                if self._chunked_size > route.max_body_bytes:
+                size = len(self._body) + len(event.data)
+                if size > route.max_body_bytes:
                     self._respond(route.path, responses.BODY_TOO_LARGE)
                     return False
-                self._chunks.append(event.data)
+                if self._chunk_count > CHUNKS_FREE + size // CHUNK_MIN_AVERAGE_BYTES:
+                    self._respond(route.path, responses.malformed("too many chunks"))
+                    return False
+                if not self._reserve(size):
+                    return False
+                self._body += event.data
             elif isinstance(event, h11.EndOfMessage):
                 rest = conn.trailing_data[0]  # the next pipelined request, if any
                 if self._framing_exceeded(len(rest)):
                     return False
                 self._buffer += rest
                 self._h11 = None
-                body = b"".join(self._chunks)
-                self._chunks = []
+                body = bytes(self._body)
+                self._body = bytearray()
                 self._on_body(body)
                 return True
             else:  # NEED_DATA
@@ -336,7 +409,7 @@ class HttpProtocol(asyncio.Protocol):
     def _framing_exceeded(self, unread: int) -> bool:
         """Refuse a chunked body whose framing outgrew its data (a 20 KB chunk extension, say);
         ``unread``: bytes h11 holds that belong to what follows the body."""
-        framing = self._chunked_fed - unread - self._chunked_size
+        framing = self._chunked_fed - unread - len(self._body)
         if framing <= CHUNK_FRAMING_ALLOWANCE + CHUNK_FRAMING_BYTES * self._chunk_count:
             return False
         assert self._route is not None
@@ -383,10 +456,7 @@ class HttpProtocol(asyncio.Protocol):
         """Hand the record to the outbox and wait, reading paused, for it to be durable."""
         ctx = self._ctx
         size = len(request.body)
-        if (
-            ctx.in_flight >= ctx.config.max_in_flight
-            or ctx.in_flight_bytes + size > ctx.config.max_in_flight_bytes
-        ):
+        if ctx.in_flight >= ctx.config.max_in_flight or size > ctx.budget_left():
             self._respond(route.path, responses.OVERLOADED)
             return
         record = build_record(
@@ -437,8 +507,8 @@ class HttpProtocol(asyncio.Protocol):
             return
         if error is None:
             self._respond(route.path, responses.ACCEPTED)
-        elif isinstance(error, PublishError):
-            self._respond(route.path, responses.unavailable(str(error)))
+        elif isinstance(error, PublishError):  # the reason is logged, never sent
+            self._respond(route.path, responses.publish_failed(str(error)))
         else:
             log.error("commit failed unexpectedly", exc_info=error)
             self._internal_error(route)
@@ -508,12 +578,30 @@ class HttpProtocol(asyncio.Protocol):
         self._reserved = 0
 
     def _close(self) -> None:
+        """Close once the answers written are sent. The connection stays counted until its
+        socket is gone (``connection_lost``); one whose client does not read them within
+        ``write_timeout_s`` is aborted by ``check_deadline``."""
         self._release_reservation()
-        self._state = _State.CLOSED
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-        self._ctx.connections.discard(self)
+        transport = self._transport
+        if transport is None:
+            return
+        self._transport = None
+        self._closing = transport
+        self._state = _State.CLOSING
+        self._deadline = self._loop.time() + self._ctx.config.write_timeout_s
+        transport.close()
+
+    def _abort(self) -> None:
+        """Drop the connection now, unsent answers and all: the socket goes at once."""
+        self._release_reservation()
+        transport = self._transport or self._closing
+        self._transport = self._closing = None
+        if transport is None:  # nothing left to wait for
+            self._state = _State.CLOSED
+            self._ctx.connections.discard(self)
+            return
+        self._state = _State.CLOSING  # counted until connection_lost
+        transport.abort()
 
     # -- timeouts and draining ------------------------------------------------------------
 
@@ -521,9 +609,16 @@ class HttpProtocol(asyncio.Protocol):
         """Past the deadline: an idle keep-alive connection just closes; a request that did
         not arrive in time gets 408 and close; one that waited to be durable past the
         backstop gets 503 and close (its record may still land: at-least-once)."""
+        if self._write_paused and now >= self._write_paused_at + self._ctx.config.write_timeout_s:
+            if self._transport is not None or self._closing is not None:
+                log.info("client not reading its answers; aborting the connection")
+            self._abort()
+            return
         if now < self._deadline or self._state is _State.CLOSED:
             return
-        if self._state is _State.IDLE:
+        if self._state is _State.CLOSING:  # its last answer was not read in time
+            self._abort()
+        elif self._state is _State.IDLE:
             self._close()
         elif self._state is _State.WAITING:  # never expected: the outbox lost track of it
             log.error("request not durable after %.0fs; answering 503", self._ctx.commit_timeout_s)
@@ -534,6 +629,8 @@ class HttpProtocol(asyncio.Protocol):
     @property
     def busy(self) -> bool:
         """A request has started arriving: it gets an answer before the connection closes."""
+        if self._state is _State.CLOSING or self._state is _State.CLOSED:
+            return False
         return self._state is not _State.IDLE or bool(self._buffer)
 
     def close_if_idle(self) -> None:
@@ -551,13 +648,20 @@ class HttpProtocol(asyncio.Protocol):
 
 async def enforce_timeouts(context: ServerContext) -> None:
     """Check every connection's deadline a few times a second, for as long as the listener
-    lives (cancel to stop)."""
+    lives (cancel to stop). A TLS handshake is aborted by the transport after
+    ``header_timeout_s`` (``ssl_handshake_timeout``) without telling the protocol; its count
+    is dropped a second later, if a failed handshake's protocol was not freed before."""
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(TIMEOUT_RESOLUTION_S)
         now = loop.time()
         for conn in list(context.connections):
             conn.check_deadline(now)
+        if context.handshaking:
+            expired = now - context.config.header_timeout_s - 1.0
+            for conn, accepted_at in list(context.handshaking.items()):
+                if accepted_at < expired:
+                    context.handshaking.pop(conn, None)
 
 
 def _h11_reason(exc: h11.RemoteProtocolError) -> str:

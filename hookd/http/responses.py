@@ -7,6 +7,7 @@ small JSON objects.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -63,6 +64,12 @@ def unavailable(reason: str, *, close: bool = False) -> Canned:
     return error(503, f"not durable, retry later: {reason}", close=close, headers=retry)
 
 
+def publish_failed(reason: str) -> Canned:
+    """503 for a record that could not be made durable (broker down, queue or spool full…). The
+    body says only that: ``reason`` (librdkafka's words, a topic name) goes to the log."""
+    return dataclasses.replace(PUBLISH_FAILED, reason=f"not durable: {reason}")
+
+
 ACCEPTED = canned(200, b'{"ok":true}\n')
 #: A redelivery of an id already published: acknowledged, not published again.
 DUPLICATE = canned(200, b'{"ok":true,"duplicate":true}\n')
@@ -78,3 +85,6 @@ OVER_CAPACITY = unavailable("too many connections", close=True)
 OVERLOADED = unavailable("too many requests in flight")
 OVERLOADED_CLOSE = unavailable("too many requests in flight", close=True)
 NOT_DURABLE = unavailable("no acknowledgement in time", close=True)
+PUBLISH_FAILED = error(
+    503, "not durable, retry later", headers=((b"retry-after", str(RETRY_AFTER_S).encode()),)
+)

@@ -45,6 +45,7 @@ class FakeTransport(asyncio.Transport):
         self.peer_gone = False  # the peer reset the connection
         self.paused = False
         self.writes_after_close = 0
+        self.aborted = False
         self._lost = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -57,6 +58,14 @@ class FakeTransport(asyncio.Transport):
             self.closed = True
             self.closed_by_protocol = True
             self._lose(None)
+
+    def abort(self) -> None:
+        """Closed at once, unsent data dropped (a client that did not read)."""
+        self.aborted = True
+        if not self.closed:
+            self.closed = True
+            self.closed_by_protocol = True
+        self._lose(None)
 
     def close_after_eof(self) -> None:
         """What asyncio does when ``eof_received`` returns a false value."""

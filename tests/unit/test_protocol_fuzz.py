@@ -136,6 +136,7 @@ def state_deadline(protocol: HttpProtocol, config: Config) -> tuple[str, float]:
         "body": server.body_timeout_s,
         "chunked": server.body_timeout_s,
         "waiting": COMMIT_TIMEOUT_S,
+        "closing": server.write_timeout_s,
         "closed": float("inf"),
     }[state]
 
