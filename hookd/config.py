@@ -299,44 +299,159 @@ def _read_file_secrets(raw: dict[str, Any], base: Path) -> list[tuple[str, str]]
 
 
 def validate(raw: dict[str, Any], env: Mapping[str, str], base: Path = Path()) -> Config:
-    """Expand, read secret files and validate a parsed TOML tree; raise ``ConfigError``."""
+    """Expand, read secret files and validate a parsed TOML tree; raise ``ConfigError``.
+
+    Every problem is found in one pass: the field errors of every section and route, and the
+    checks across keys (duplicate paths, Kafka record size, spool modes, each route's scheme)
+    on every part that is valid by itself, so that fixing one problem never reveals another.
+    """
     expanded, problems = expand_env(raw, env)
     problems += _read_file_secrets(expanded, base)
+    reported = [path for path, _ in problems]
     try:
-        config = Config.model_validate(expanded)
+        config: Config | None = Config.model_validate(expanded)
     except ValidationError as exc:
-        reported = [path for path, _ in problems]
-        for error in exc.errors():
-            path = _key_path(error["loc"])
-            # a missing variable already explains what its empty value then breaks
-            if not any(earlier.startswith(path) for earlier in reported):
-                problems.append((path, _reason(error)))
-        raise ConfigError(problems) from None
-    seen: dict[str, int] = {}
-    for i, route in enumerate(config.routes):
-        if route.path in seen:
-            problems.append((f"routes[{i}].path", f"duplicate of routes[{seen[route.path]}]"))
-        seen.setdefault(route.path, i)
-        problems += check_kafka_fits(config, i, route)
-        problems += check_respond_within(config, i, route)
-        if config.spool is None:
+        config = None
+        problems += [(_key_path(error["loc"]), _reason(error)) for error in exc.errors()]
+    fields_end = len(problems)
+    parts = _valid_parts(expanded, config)
+    problems += _duplicate_paths(expanded)
+    for i, route in parts.routes:
+        if parts.server is not None and parts.kafka is not None:
+            problems += check_kafka_fits(parts.kafka, parts.server, i, route)
+        if parts.kafka is not None:
+            problems += check_respond_within(parts.kafka, i, route)
+        if parts.spool_absent:
             if route.ack == "spool":
                 problems.append((f"routes[{i}].ack", 'ack = "spool" needs a [spool] section'))
             if route.fallback == "spool":
                 problems.append(
                     (f"routes[{i}].fallback", 'fallback = "spool" needs a [spool] section')
                 )
+        problems += check_scheme(i, route)
+    # A missing variable already explains what its empty value then breaks, and a key left
+    # out to check the rest of its route has its own problem reported.
+    problems = [
+        (path, reason)
+        for n, (path, reason) in enumerate(problems)
+        if n < len(reported)
+        or not (
+            any(earlier.startswith(path) for earlier in reported)
+            or (n >= fields_end and any(_within(path, key) for key in parts.masked))
+        )
+    ]
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(sorted(problems, key=_problem_order))
+    assert config is not None
     return config
 
 
-def check_kafka_fits(config: Config, index: int, route: RouteConfig) -> list[tuple[str, str]]:
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    """The sections that are valid by themselves, and every route that is, or can be once its
+    invalid keys are left out (``masked``: their problems are reported already)."""
+
+    server: ServerConfig | None
+    kafka: KafkaConfig | None
+    spool_absent: bool
+    routes: list[tuple[int, RouteConfig]]
+    masked: list[str]
+
+
+#: Stand-ins for a required route key whose own value is invalid, to check the rest.
+_STAND_INS = {"path": "/", "topic": "t"}
+
+
+def _valid_parts(expanded: Any, config: Config | None) -> _Parts:
+    if config is not None:
+        routes = list(enumerate(config.routes))
+        return _Parts(config.server, config.kafka, config.spool is None, routes, [])
+    tree = expanded if isinstance(expanded, dict) else {}
+
+    def section(model: type[_Model], value: Any) -> Any:
+        try:
+            return model.model_validate({} if value is None else value)
+        except ValidationError:
+            return None
+
+    routes: list[tuple[int, RouteConfig]] = []
+    masked: list[str] = []
+    raw_routes = tree.get("routes")
+    for i, raw_route in enumerate(raw_routes if isinstance(raw_routes, list) else []):
+        if not isinstance(raw_route, dict):
+            continue
+        try:
+            routes.append((i, RouteConfig.model_validate(raw_route)))
+            continue
+        except ValidationError as exc:
+            bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+        if "verify" in bad or not bad:
+            continue
+        rest = {k: v for k, v in raw_route.items() if k not in bad}
+        rest.update({k: v for k, v in _STAND_INS.items() if k in bad})
+        route = section(RouteConfig, rest)
+        if route is not None:
+            routes.append((i, route))
+            masked += [f"routes[{i}].{key}" for key in bad]
+    return _Parts(
+        section(ServerConfig, tree.get("server")),
+        section(KafkaConfig, tree.get("kafka")),
+        tree.get("spool") is None,
+        routes,
+        masked,
+    )
+
+
+def _within(path: str, key: str) -> bool:
+    return path == key or path.startswith((key + ".", key + "["))
+
+
+def _duplicate_paths(expanded: Any) -> list[tuple[str, str]]:
+    """From the raw routes, so that a route with another mistake still counts."""
+    routes = expanded.get("routes") if isinstance(expanded, dict) else None
+    problems: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    for i, route in enumerate(routes if isinstance(routes, list) else []):
+        path = route.get("path") if isinstance(route, dict) else None
+        if not isinstance(path, str):
+            continue
+        if path in seen:
+            problems.append((f"routes[{i}].path", f"duplicate of routes[{seen[path]}]"))
+        seen.setdefault(path, i)
+    return problems
+
+
+def check_scheme(index: int, route: RouteConfig) -> list[tuple[str, str]]:
+    """The route's scheme exists and every option fits it (the verifier is built to see)."""
+    from hookd.verify import SCHEMES  # hookd.verify imports this module
+
+    scheme = SCHEMES.get(route.verify)
+    if scheme is None:
+        known = ", ".join(sorted(SCHEMES))
+        return [(f"routes[{index}].verify", f'unknown scheme "{route.verify}" ({known})')]
+    return [(f"routes[{index}].{e.option}", e.reason) for e in scheme.route_problems(route)]
+
+
+_SECTIONS = {"server": 0, "kafka": 1, "spool": 2, "routes": 3}
+
+
+def _problem_order(problem: tuple[str, str]) -> tuple[int, int]:
+    """Sections in file order, then routes by index; stable within one route."""
+    path = problem[0]
+    head = re.match(r"[A-Za-z_]+", path)
+    rank = _SECTIONS.get(head.group(0) if head else "", 4)
+    index = re.match(r"routes\[(\d+)\]", path)
+    return rank, int(index.group(1)) if index else -1
+
+
+def check_kafka_fits(
+    kafka: KafkaConfig, server: ServerConfig, index: int, route: RouteConfig
+) -> list[tuple[str, str]]:
     """A body hookd accepts must fit in one Kafka record: a 2xx for an event the producer
     would refuse (or a spooled one it could never forward) breaks the guarantee."""
-    limit = int(config.kafka.extra.get("message.max.bytes", KAFKA_MESSAGE_MAX_BYTES))
+    limit = int(kafka.extra.get("message.max.bytes", KAFKA_MESSAGE_MAX_BYTES))
     allowed = limit - RECORD_OVERHEAD_BYTES
-    body = route.max_body_bytes or config.server.max_body_bytes
+    body = route.max_body_bytes or server.max_body_bytes
     if body <= allowed:
         return []
     key = f"routes[{index}].max_body_bytes" if route.max_body_bytes else "server.max_body_bytes"
@@ -350,11 +465,13 @@ def check_kafka_fits(config: Config, index: int, route: RouteConfig) -> list[tup
     ]
 
 
-def check_respond_within(config: Config, index: int, route: RouteConfig) -> list[tuple[str, str]]:
+def check_respond_within(
+    kafka: KafkaConfig, index: int, route: RouteConfig
+) -> list[tuple[str, str]]:
     """A route's own ``respond_within_s`` may not exceed ``kafka.ack_timeout_s``: Kafka's own
     timeout would answer first, so the setting would promise what hookd does not do. Refused
     rather than warned about: a config error names its key, and ``hookd check`` shows it."""
-    within, ack_timeout = route.respond_within_s, config.kafka.ack_timeout_s
+    within, ack_timeout = route.respond_within_s, kafka.ack_timeout_s
     if within is None or within <= ack_timeout:
         return []
     return [

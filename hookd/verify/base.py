@@ -111,6 +111,16 @@ class Verifier(ABC):
     #: A public prefix the provider puts before the secret (Stripe's ``whsec_``): the prefix
     #: alone is no secret, so ``secret_key`` refuses a secret that is only the prefix.
     secret_prefix: ClassVar[str] = ""
+    #: Where the provider documents the look of its webhook secret: a secret without this
+    #: prefix gets a warning (``hookd check``, start-up), never an error.
+    expected_secret_prefix: ClassVar[str] = ""
+    #: Prefixes of the provider's *other* credentials (API keys, access tokens), the classic
+    #: paste error, with what each is: a secret starting with one gets a warning.
+    foreign_secret_prefixes: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: Request headers copied into the record (``hookd-header-<name>``) when the route does
+    #: not set ``forward_headers``: what the provider sends only in headers and a consumer
+    #: needs (Shopify's shop domain, GitHub's hook id). Lower-case. See docs/providers.md.
+    default_forward_headers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, route: RouteConfig) -> None:
         keys = []
@@ -135,6 +145,48 @@ class Verifier(ABC):
             if getattr(route, option) is not None:
                 raise SchemeConfigError(option, f'not used by scheme "{cls.scheme}"')
         return cls(route)
+
+    @classmethod
+    def route_problems(cls, route: RouteConfig) -> list[SchemeConfigError]:
+        """Every problem of ``route`` for this scheme, not only the first: the common checks
+        of ``from_route``, each secret's, then the scheme's own (its constructor's)."""
+        found: list[SchemeConfigError] = []
+        if cls.needs_secrets and not route.secrets:
+            found.append(
+                SchemeConfigError("secrets", f'scheme "{cls.scheme}" needs at least one secret')
+            )
+        if route.tolerance_s is not None and cls.default_tolerance_s is None:
+            found.append(
+                SchemeConfigError("tolerance_s", f'scheme "{cls.scheme}" has no timestamp')
+            )
+        for option in sorted(_SCHEME_OPTIONS - cls.options):
+            if getattr(route, option) is not None:
+                found.append(SchemeConfigError(option, f'not used by scheme "{cls.scheme}"'))
+        for index, secret in enumerate(route.secrets):
+            try:
+                cls.secret_key(secret)
+            except ValueError as exc:
+                found.append(SchemeConfigError(f"secrets[{index}]", str(exc)))
+        try:
+            cls(route)
+        except SchemeConfigError as exc:
+            if all(exc.option != earlier.option for earlier in found):
+                found.append(exc)
+        return found
+
+    @classmethod
+    def secret_warnings(cls, secret: str) -> list[str]:
+        """Why ``secret`` does not look like this provider's webhook secret (never naming
+        more of it than a public prefix); empty when it does or the provider has no format."""
+        for prefix, what in cls.foreign_secret_prefixes:
+            if secret.startswith(prefix):
+                return [f'starts with "{prefix}" like {what}, not a webhook signing secret']
+        if cls.expected_secret_prefix and not secret.startswith(cls.expected_secret_prefix):
+            return [
+                f'does not start with "{cls.expected_secret_prefix}" as {cls.scheme} webhook '
+                "signing secrets do"
+            ]
+        return []
 
     @classmethod
     def secret_key(cls, secret: str) -> bytes:

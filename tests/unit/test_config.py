@@ -165,6 +165,7 @@ def test_check_prints_routes_with_secrets_redacted(tmp_path, capsys):
 
 
 def test_check_exits_2_with_one_line_per_problem(tmp_path, capsys):
+    # one pass: the routes' scheme problems come with the [server] field errors (issue 14)
     path = write(
         tmp_path,
         '[server]\nlisten = "x"\nunknown = 1\n'
@@ -173,20 +174,59 @@ def test_check_exits_2_with_one_line_per_problem(tmp_path, capsys):
     )
     assert main(["check", "--config", path]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
+    assert len(err) == 4
+    assert err[:2] == [
         "config error: server.listen: expected HOST:PORT, got 'x'",
         "config error: server.unknown: unknown key",
     ]
+    assert err[2].startswith('config error: routes[0].verify: unknown scheme "nosuch"')
+    assert err[3] == 'config error: routes[1].secrets: scheme "github" needs at least one secret'
+
+
+def test_every_problem_of_a_file_in_one_pass(tmp_path, capsys):
+    # Issue 14: a file with five problems reported three; tolerance_s on a github route and
+    # a duplicate path appeared only after the others were fixed.
     path = write(
         tmp_path,
-        '[[routes]]\npath = "/a"\ntopic = "t"\nverify = "nosuch"\n'
-        '[[routes]]\npath = "/b"\ntopic = "t"\nverify = "github"\n',
+        '[server]\nmax_body_bytes = 0\n'
+        '[kafka]\nack_timeout_s = "soon"\n'
+        '[[routes]]\npath = "/gh"\ntopic = "gh"\nverify = "github"\nsecrets = ["s"]\n'
+        "tolerance_s = 30\n"
+        '[[routes]]\npath = "/gh"\ntopic = "gh"\nverify = "stripe"\nsecrets = ["whsec_x"]\n'
+        'ack = "spool"\n'
+        '[[routes]]\npath = "/x"\ntopic = "t"\nverify = "github"\nsecrets = ["s"]\n'
+        'ack = "maybe"\npublic_url = "https://example.com/x"\n'
+        '[[routes]]\npath = "/y"\ntopic = "t"\nverify = "twilio"\nsecrets = ["s"]\n'
+        "tolerance_s = 5\nbogus = 1\n",
     )
     assert main(["check", "--config", path]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2
-    assert err[0].startswith('config error: routes[0].verify: unknown scheme "nosuch"')
-    assert err[1] == 'config error: routes[1].secrets: scheme "github" needs at least one secret'
+    paths = [line.removeprefix("config error: ").split(": ")[0] for line in err]
+    assert paths == [
+        "server.max_body_bytes",
+        "kafka.ack_timeout_s",
+        "routes[0].tolerance_s",  # found only once the rest was fixed, before
+        "routes[1].path",  # the duplicate, too
+        "routes[1].ack",
+        "routes[2].ack",
+        "routes[2].public_url",  # checked with its route's invalid ack left out
+        "routes[3].bogus",
+        "routes[3].tolerance_s",
+        "routes[3].public_url",  # twilio needs one
+    ]
+    assert 'config error: routes[0].tolerance_s: scheme "github" has no timestamp' in err
+    assert "config error: routes[1].path: duplicate of routes[0]" in err
+    assert 'config error: routes[1].ack: ack = "spool" needs a [spool] section' in err
+
+
+def test_every_scheme_problem_of_a_route_at_once():
+    route = {**ROUTE, "secrets": [], "tolerance_s": 5, "public_url": "https://x", "prefix": "p"}
+    assert problems({"routes": [route]}) == [
+        'config error: routes[0].secrets: scheme "github" needs at least one secret',
+        'config error: routes[0].tolerance_s: scheme "github" has no timestamp',
+        'config error: routes[0].prefix: not used by scheme "github"',
+        'config error: routes[0].public_url: not used by scheme "github"',
+    ]
 
 
 def test_check_warns_about_unverified_routes(tmp_path, capsys):
