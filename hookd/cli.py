@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from hookd import __version__
 from hookd.config import Config, ConfigError, load
 from hookd.logs import configure as configure_logging
 from hookd.routing import RouteTable, build_routes
@@ -227,6 +228,7 @@ def _spool_drain(directory: Path, config: Config, indexes: list[int], timeout: f
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="hookd", description=__doc__)
+    top.add_argument("--version", action="version", version=f"hookd {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="receive webhooks and publish them")
     serve.add_argument("--config", help="TOML config (default: $HOOKD_CONFIG)")

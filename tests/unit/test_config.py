@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import hookd
 from hookd.cli import main
 from hookd.config import ConfigError, load, parse_host_port, validate
 from hookd.routing import build_routes
@@ -332,3 +333,10 @@ def test_respond_within_s_can_be_set_per_route():
 )
 def test_a_bad_respond_within_s_is_refused_with_its_key(value, line):
     assert problems({"routes": [{**ROUTE, "respond_within_s": value}]}) == [line]
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"hookd {hookd.__version__}"
