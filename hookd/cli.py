@@ -18,7 +18,7 @@ from typing import Any
 from hookd import __version__
 from hookd.config import Config, ConfigError, load
 from hookd.logs import configure as configure_logging
-from hookd.routing import RouteTable, build_routes
+from hookd.routing import RouteTable, build_routes, config_warnings
 from hookd.verify import CannotSign
 
 EXIT_CONFIG = 2
@@ -68,6 +68,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
 
     config = read()
+    for path, what in config_warnings(config):
+        logging.getLogger("hookd").warning("config warning: %s: %s", path, what)
     try:
         return serve(config, reread=read)
     except StartupError as exc:
@@ -86,11 +88,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"route {route.path} -> topic {route.topic}: verify={route.scheme} secrets=[{secrets}]"
             f" key={route.config.key or 'delivery id'} max_body_bytes={route.max_body_bytes}"
         )
-        if route.scheme == "none":
-            print(
-                f'WARNING: route {route.path} accepts unsigned requests (verify = "none")',
-                file=sys.stderr,
-            )
+    for path, what in config_warnings(config):
+        print(f"WARNING: {path}: {what}", file=sys.stderr)
     return 0
 
 

@@ -29,6 +29,10 @@ RECORD_OVERHEAD_BYTES = 16_384
 #: Producer settings the guarantee depends on; ``[kafka.extra]`` may not change them.
 FIXED_PRODUCER_SETTINGS = frozenset({"acks", "enable.idempotence", "message.timeout.ms"})
 
+#: Kafka's rule for a topic name (``org.apache.kafka.common.internals.Topic``): what else the
+#: broker refuses, or a client mangles on the way.
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -181,6 +185,16 @@ class RouteConfig(_Model):
             raise ValueError("must start with '/' and hold no query or fragment")
         return value
 
+    @field_validator("topic")
+    @classmethod
+    def _kafka_topic_name(cls, value: str) -> str:
+        if not _TOPIC_NAME.fullmatch(value) or value in (".", ".."):
+            raise ValueError(
+                f"{value!r} is not a Kafka topic name: 1 to 249 of a-z A-Z 0-9 . _ -, "
+                'and not "." or ".."'
+            )
+        return value
+
     @field_validator("secrets")
     @classmethod
     def _no_empty_secret(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -316,6 +330,7 @@ def validate(raw: dict[str, Any], env: Mapping[str, str], base: Path = Path()) -
     fields_end = len(problems)
     parts = _valid_parts(expanded, config)
     problems += _duplicate_paths(expanded)
+    problems += _colliding_topics(parts.routes)
     for i, route in parts.routes:
         if parts.server is not None and parts.kafka is not None:
             problems += check_kafka_fits(parts.kafka, parts.server, i, route)
@@ -419,6 +434,38 @@ def _duplicate_paths(expanded: Any) -> list[tuple[str, str]]:
             problems.append((f"routes[{i}].path", f"duplicate of routes[{seen[path]}]"))
         seen.setdefault(path, i)
     return problems
+
+
+def _colliding_topics(routes: list[tuple[int, RouteConfig]]) -> list[tuple[str, str]]:
+    """Kafka refuses a topic whose name differs from an existing one only by ``.`` against
+    ``_`` (they are one in its metric names): the second route's topic could never exist."""
+    problems: list[tuple[str, str]] = []
+    seen: dict[str, tuple[int, str]] = {}
+    for i, route in routes:
+        folded = route.topic.replace(".", "_")
+        first = seen.setdefault(folded, (i, route.topic))
+        if first[1] != route.topic:
+            problems.append(
+                (
+                    f"routes[{i}].topic",
+                    f"{route.topic!r} collides with {first[1]!r} (routes[{first[0]}].topic): "
+                    "Kafka treats '.' and '_' alike in metric names and refuses the second",
+                )
+            )
+    return problems
+
+
+def topic_warnings(config: Config) -> list[tuple[str, str]]:
+    """Valid but risky topic names: ``.`` and ``_`` together (Kafka's own warning)."""
+    return [
+        (
+            f"routes[{i}].topic",
+            f"{route.topic!r} mixes '.' and '_', which collide in Kafka's metric names; "
+            "use one of them",
+        )
+        for i, route in enumerate(config.routes)
+        if "." in route.topic and "_" in route.topic
+    ]
 
 
 def check_scheme(index: int, route: RouteConfig) -> list[tuple[str, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hookd.config import Config, ConfigError, RouteConfig, respond_within_s
+from hookd.config import Config, ConfigError, RouteConfig, respond_within_s, topic_warnings
 from hookd.dedup import DedupWindow
 from hookd.publish.ack import AckMode
 from hookd.record import KeyRule
@@ -91,3 +91,24 @@ def build_routes(config: Config) -> RouteTable:
     if problems:
         raise ConfigError(problems)
     return RouteTable(tuple(routes))
+
+
+def config_warnings(config: Config) -> list[tuple[str, str]]:
+    """What is valid but likely a mistake, as ``(key path, what)``: ``hookd check`` prints
+    these and ``hookd serve`` logs them at start. Never names a secret's value."""
+    found = topic_warnings(config)
+    for i, route in enumerate(config.routes):
+        scheme = SCHEMES.get(route.verify)
+        if scheme is None:
+            continue
+        if route.verify == "none":
+            found.append((f"routes[{i}].verify", 'accepts unsigned requests (verify = "none")'))
+        for j, secret in enumerate(route.secrets):
+            found += [(f"routes[{i}].secrets[{j}]", why) for why in scheme.secret_warnings(secret)]
+    return sorted(found, key=lambda item: _route_index(item[0]))
+
+
+def _route_index(path: str) -> int:
+    _, _, rest = path.partition("[")
+    number, _, _ = rest.partition("]")
+    return int(number) if number.isdigit() else -1

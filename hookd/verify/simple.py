@@ -85,6 +85,12 @@ class GitHub(BodyHmac):
 
     scheme = "github"
     default_respond_within_s = 8.0
+    foreign_secret_prefixes = (
+        ("ghp_", "a GitHub personal access token"),
+        ("github_pat_", "a GitHub fine-grained personal access token"),
+        ("gho_", "a GitHub OAuth token"),
+        ("ghs_", "a GitHub App installation token"),
+    )
     header = b"x-hub-signature-256"
     algorithm = "sha256"
     encoding = "hex"
@@ -98,6 +104,12 @@ class Shopify(BodyHmac):
 
     scheme = "shopify"
     default_respond_within_s = 4.0
+    foreign_secret_prefixes = (
+        ("shpat_", "a Shopify Admin API access token"),
+        ("shpca_", "a Shopify custom app access token"),
+        ("shppa_", "a Shopify private app password"),
+        ("shpua_", "a Shopify user access token"),
+    )
     header = b"x-shopify-hmac-sha256"
     algorithm = "sha256"
     encoding = "base64"
@@ -171,6 +183,7 @@ class Linear(BodyHmac):
     least one must be present — a replay cannot refresh the signed one by adding the header."""
 
     scheme = "linear"
+    foreign_secret_prefixes = (("lin_api_", "a Linear API key"),)
     header = b"linear-signature"
     algorithm = "sha256"
     encoding = "hex"

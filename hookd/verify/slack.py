@@ -87,6 +87,11 @@ class Slack(V0Hmac):
     as UTF-8 text, not decoded."""
 
     scheme = "slack"
+    foreign_secret_prefixes = (
+        ("xoxb-", "a Slack bot token"),
+        ("xoxp-", "a Slack user token"),
+        ("xapp-", "a Slack app-level token"),
+    )
     default_respond_within_s = 2.5
     signature_header = b"x-slack-signature"
     timestamp_header = b"x-slack-request-timestamp"

@@ -96,6 +96,15 @@ class Stripe(TimestampedHmac):
 
     scheme = "stripe"
     secret_prefix = "whsec_"
+    expected_secret_prefix = "whsec_"
+    foreign_secret_prefixes = (
+        ("sk_live_", "a Stripe secret API key"),
+        ("sk_test_", "a Stripe secret API key"),
+        ("rk_live_", "a Stripe restricted API key"),
+        ("rk_test_", "a Stripe restricted API key"),
+        ("pk_live_", "a Stripe publishable key"),
+        ("pk_test_", "a Stripe publishable key"),
+    )
     header = b"stripe-signature"
     default_tolerance_s = 300.0
     id_field = "id"
@@ -119,6 +128,11 @@ class Paddle(TimestampedHmac):
 
     scheme = "paddle"
     secret_prefix = "pdl_ntfset_"
+    expected_secret_prefix = "pdl_ntfset_"
+    foreign_secret_prefixes = (
+        ("pdl_live_apikey_", "a Paddle API key"),
+        ("pdl_sdbx_apikey_", "a Paddle sandbox API key"),
+    )
     default_respond_within_s = 4.0
     header = b"paddle-signature"
     item_separator = b";"

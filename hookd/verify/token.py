@@ -67,6 +67,7 @@ class GitLab(Verifier):
     """GitLab: the webhook's secret token, sent back verbatim in ``X-Gitlab-Token``."""
 
     scheme = "gitlab"
+    foreign_secret_prefixes = (("glpat-", "a GitLab personal access token"),)
     default_respond_within_s = 8.0
 
     def verify(self, request: Request, now: float) -> Verified:

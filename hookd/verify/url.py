@@ -206,6 +206,7 @@ class HubSpot(UrlHmac):
     Older than 300 s is refused; a future timestamp is not (hubspot-api-python)."""
 
     scheme = "hubspot"
+    foreign_secret_prefixes = (("pat-", "a HubSpot private app access token"),)
     default_respond_within_s = 0.8
     default_tolerance_s = 300.0
 
@@ -235,6 +236,7 @@ class Square(UrlHmac):
     """Square: ``x-square-hmacsha256-signature`` = base64 HMAC-SHA256 of ``{url}{body}``."""
 
     scheme = "square"
+    foreign_secret_prefixes = (("EAAA", "a Square access token"),)
     default_respond_within_s = 8.0
 
     def verify(self, request: Request, now: float) -> Verified:

@@ -189,7 +189,7 @@ def test_every_problem_of_a_file_in_one_pass(tmp_path, capsys):
     # a duplicate path appeared only after the others were fixed.
     path = write(
         tmp_path,
-        '[server]\nmax_body_bytes = 0\n'
+        "[server]\nmax_body_bytes = 0\n"
         '[kafka]\nack_timeout_s = "soon"\n'
         '[[routes]]\npath = "/gh"\ntopic = "gh"\nverify = "github"\nsecrets = ["s"]\n'
         "tolerance_s = 30\n"
@@ -233,7 +233,10 @@ def test_every_scheme_problem_of_a_route_at_once():
 def test_check_warns_about_unverified_routes(tmp_path, capsys):
     path = write(tmp_path, '[[routes]]\npath = "/open"\ntopic = "t"\nverify = "none"\n')
     assert main(["check", "--config", path]) == 0
-    assert "WARNING: route /open accepts unsigned requests" in capsys.readouterr().err
+    assert (
+        'WARNING: routes[0].verify: accepts unsigned requests (verify = "none")'
+        in capsys.readouterr().err
+    )
 
 
 def test_missing_config_file(tmp_path, capsys):
@@ -340,3 +343,96 @@ def test_version(capsys):
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"hookd {hookd.__version__}"
+
+
+@pytest.mark.parametrize(
+    "topic", ["gh events!", "", ".", "..", "a" * 250, "événements", "gh/events", "gh:events"]
+)
+def test_a_topic_name_kafka_refuses_is_refused(topic):
+    [line] = problems({"routes": [{**ROUTE, "topic": topic}]})
+    assert line.startswith("config error: routes[0].topic: ")
+
+
+@pytest.mark.parametrize("topic", ["gh-events", "a" * 249, "gh.events", "GH_events-2", "..."])
+def test_kafka_topic_names_are_accepted(topic):
+    assert validate({"routes": [{**ROUTE, "topic": topic}]}, {}).routes[0].topic == topic
+
+
+def test_topics_that_collide_in_kafka_metric_names_are_refused():
+    lines = problems(
+        {"routes": [{**ROUTE, "topic": "gh.events"}, {**ROUTE, "path": "/b", "topic": "gh_events"}]}
+    )
+    assert lines == [
+        "config error: routes[1].topic: 'gh_events' collides with 'gh.events' (routes[0].topic): "
+        "Kafka treats '.' and '_' alike in metric names and refuses the second"
+    ]
+
+
+def test_check_refuses_the_topic_name_of_issue_14(tmp_path, capsys):
+    path = write(
+        tmp_path,
+        '[[routes]]\npath = "/gh"\ntopic = "gh events!"\nverify = "github"\nsecrets = ["s"]\n',
+    )
+    assert main(["check", "--config", path]) == 2
+    assert capsys.readouterr().err.startswith("config error: routes[0].topic: 'gh events!' is not")
+
+
+def check_warnings(tmp_path, capsys, routes: str) -> list[str]:
+    assert main(["check", "--config", write(tmp_path, routes)]) == 0
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("WARNING")]
+
+
+def test_check_warns_on_secrets_that_do_not_look_like_the_providers(tmp_path, capsys):
+    route = '[[routes]]\npath = "{p}"\ntopic = "t"\nverify = "{v}"\nsecrets = ["{s}"]\n'
+    text = "".join(
+        route.format(p=f"/{n}", v=v, s=s)
+        for n, (v, s) in enumerate(
+            [
+                ("stripe", "sk_live_51Habcdefghijklmnop"),  # the classic paste error
+                ("stripe", "not-a-webhook-secret"),
+                ("stripe", "whsec_fine"),
+                ("shopify", "shpat_0123456789abcdef"),
+                ("slack", "xoxb-1234-5678"),
+                ("paddle", "pdl_ntfset_fine"),
+                ("github", "anything goes"),
+            ]
+        )
+    )
+    lines = check_warnings(tmp_path, capsys, text)
+    assert lines == [
+        'WARNING: routes[0].secrets[0]: starts with "sk_live_" like a Stripe secret API key, '
+        "not a webhook signing secret",
+        'WARNING: routes[1].secrets[0]: does not start with "whsec_" as stripe webhook signing '
+        "secrets do",
+        'WARNING: routes[3].secrets[0]: starts with "shpat_" like a Shopify Admin API access '
+        "token, not a webhook signing secret",
+        'WARNING: routes[4].secrets[0]: starts with "xoxb-" like a Slack bot token, not a '
+        "webhook signing secret",
+    ]
+    assert "51Habcdefghijklmnop" not in "".join(lines)  # no more of a secret than its prefix
+
+
+def test_check_warns_on_topic_names_mixing_dot_and_underscore(tmp_path, capsys):
+    lines = check_warnings(
+        tmp_path,
+        capsys,
+        '[[routes]]\npath = "/a"\ntopic = "shop.orders_v2"\nverify = "github"\nsecrets = ["s"]\n',
+    )
+    assert lines == [
+        "WARNING: routes[0].topic: 'shop.orders_v2' mixes '.' and '_', which collide in Kafka's "
+        "metric names; use one of them"
+    ]
+
+
+def test_serve_logs_the_warnings_at_start(tmp_path, monkeypatch, capfd):
+    # hookd serve: the warnings are logged before anything else starts
+    import hookd.app
+
+    path = write(
+        tmp_path,
+        '[[routes]]\npath = "/s"\ntopic = "t"\nverify = "stripe"\nsecrets = ["sk_test_x"]\n',
+    )
+    monkeypatch.setattr(hookd.app, "serve", lambda config, reread: 0)
+    assert main(["serve", "--config", path]) == 0
+    err = capfd.readouterr().err
+    assert 'WARNING hookd config warning: routes[0].secrets[0]: starts with "sk_test_"' in err
