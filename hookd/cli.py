@@ -19,7 +19,7 @@ from hookd import __version__
 from hookd.config import Config, ConfigError, load
 from hookd.logs import configure as configure_logging
 from hookd.routing import RouteTable, build_routes, config_warnings
-from hookd.verify import CannotSign
+from hookd.verify import SCHEMES, CannotSign
 
 EXIT_CONFIG = 2
 #: ``hookd spool export``'s encoding (hookd.spool_tool.record_json writes it).
@@ -84,9 +84,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"kafka {broker}, ack_timeout_s {config.kafka.ack_timeout_s}")
     for route in routes.routes:
         secrets = ", ".join("***" for _ in route.config.secrets) or "-"
+        forward = ", ".join(SCHEMES[route.scheme].forward_headers(route.config)) or "-"
         print(
             f"route {route.path} -> topic {route.topic}: verify={route.scheme} secrets=[{secrets}]"
             f" key={route.config.key or 'delivery id'} max_body_bytes={route.max_body_bytes}"
+            f" forward_headers=[{forward}] forward_query={str(route.config.forward_query).lower()}"
         )
     for path, what in config_warnings(config):
         print(f"WARNING: {path}: {what}", file=sys.stderr)

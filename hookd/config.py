@@ -33,6 +33,24 @@ FIXED_PRODUCER_SETTINGS = frozenset({"acks", "enable.idempotence", "message.time
 #: broker refuses, or a client mangles on the way.
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
+#: An HTTP header name (RFC 9110 token).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: A header whose name holds one of these may carry a credential: never copied into a record.
+CREDENTIAL_HEADER_WORDS = (
+    "auth",
+    "cookie",
+    "signature",
+    "token",
+    "secret",
+    "hmac",
+    "password",
+    "passwd",
+    "api-key",
+    "apikey",
+    "private-key",
+    "credential",
+)
+
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -167,6 +185,11 @@ class RouteConfig(_Model):
     max_body_bytes: PositiveInt | None = None
     dedup_entries: Annotated[int, Field(ge=0)] = 10_000  # 0 turns redelivery dedup off
     dedup_ttl_s: PositiveFloat = 86_400
+    #: Request headers copied into the record as ``hookd-header-<name>`` (names compared
+    #: case-insensitively); ``None``: the scheme's defaults, ``[]``: none. Unsigned.
+    forward_headers: tuple[str, ...] | None = None
+    #: Copy the raw query string into the record as ``hookd-query``.
+    forward_query: bool = False
     # Scheme options (see PROVIDERS.md); a scheme refuses the ones it does not read.
     header: str | None = None
     algorithm: Literal["sha1", "sha256", "sha512"] | None = None
@@ -194,6 +217,26 @@ class RouteConfig(_Model):
                 'and not "." or ".."'
             )
         return value
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forwardable(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        names: list[str] = []
+        for name in value:
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a header name")
+            lower = name.lower()
+            word = next((w for w in CREDENTIAL_HEADER_WORDS if w in lower), None)
+            if word is not None:
+                raise ValueError(
+                    f"{name!r} may carry a credential ({word!r} in its name): headers with "
+                    f"{', '.join(CREDENTIAL_HEADER_WORDS)} in their name are never forwarded"
+                )
+            if lower not in names:
+                names.append(lower)
+        return tuple(names)
 
     @field_validator("secrets")
     @classmethod

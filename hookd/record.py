@@ -10,6 +10,16 @@ from hookd.verify import Request, Verified
 
 RecordHeaders = tuple[tuple[str, bytes], ...]
 
+#: Record header of a forwarded request header: ``hookd-header-<lower-case name>``.
+FORWARDED_HEADER_PREFIX = "hookd-header-"
+#: Record header of the raw query string (``forward_query``).
+QUERY_HEADER = "hookd-query"
+#: Names of what was not forwarded because it did not fit ``FORWARD_MAX_BYTES``.
+OMITTED_HEADER = "hookd-forward-omitted"
+#: At most this many bytes (names and values) of forwarded headers and query per record, so
+#: that a record stays within the room Kafka's size check keeps for key and headers.
+FORWARD_MAX_BYTES = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -24,11 +34,23 @@ class Record:
 
 class KeyRule:
     """How a route derives the record key: ``header:NAME``, ``json:/pointer``, ``none`` or the
-    scheme's delivery id (the default)."""
+    scheme's delivery id (the default); and which request headers (``forward_headers``) and
+    whether the query string (``forward_query``) it copies into the record, the other part of
+    a record that is the route's own (the route hands both to ``build_record`` as one)."""
 
-    __slots__ = ("_header", "_none", "_pointer")
+    __slots__ = ("_forward", "_forward_query", "_header", "_none", "_pointer")
 
-    def __init__(self, rule: str | None) -> None:
+    def __init__(
+        self,
+        rule: str | None,
+        forward_headers: tuple[str, ...] = (),
+        forward_query: bool = False,
+    ) -> None:
+        self._forward = tuple(
+            (FORWARDED_HEADER_PREFIX + name.lower(), name.lower().encode("ascii"))
+            for name in forward_headers
+        )
+        self._forward_query = forward_query
         self._header: bytes | None = None
         self._pointer: tuple[str, ...] | None = None
         self._none = rule == "none"
@@ -49,6 +71,36 @@ class KeyRule:
         if self._pointer is not None:
             return json_pointer(request.body, self._pointer)
         return verified.delivery_id
+
+    def forwarded(self, request: Request) -> list[tuple[str, bytes]]:
+        """``hookd-header-<name>`` for each forwarded header present (its first value), then
+        ``hookd-query``; what would pass ``FORWARD_MAX_BYTES`` is left out and named in
+        ``hookd-forward-omitted``. All of it unsigned (except a query the scheme signs)."""
+        out: list[tuple[str, bytes]] = []
+        if not self._forward and not self._forward_query:
+            return out
+        room = FORWARD_MAX_BYTES
+        omitted: list[str] = []
+        for record_name, name in self._forward:
+            value = request.headers.first(name)
+            if value is None:
+                continue
+            size = len(record_name) + len(value)
+            if size > room:
+                omitted.append(name.decode())
+                continue
+            room -= size
+            out.append((record_name, value))
+        if self._forward_query:
+            query = request.query
+            if query:
+                if len(QUERY_HEADER) + len(query) > room:
+                    omitted.append("query")
+                else:
+                    out.append((QUERY_HEADER, query))
+        if omitted:
+            out.append((OMITTED_HEADER, ",".join(omitted).encode()))
+        return out
 
 
 def json_pointer(body: bytes, pointer: tuple[str, ...]) -> bytes | None:
@@ -96,6 +148,7 @@ def build_record(
     content_type = request.headers.first(b"content-type")
     if content_type is not None:
         headers.append(("content-type", content_type))
+    headers += key_rule.forwarded(request)
     return Record(
         topic=topic,
         key=key_rule.key(request, verified),

@@ -74,7 +74,11 @@ def build_routes(config: Config) -> RouteTable:
                 topic=route.topic,
                 scheme=route.verify,
                 verifier=verifier,
-                key_rule=KeyRule(route.key),
+                key_rule=KeyRule(
+                    route.key,
+                    forward_headers=scheme.forward_headers(route),
+                    forward_query=route.forward_query,
+                ),
                 max_body_bytes=route.max_body_bytes or config.server.max_body_bytes,
                 ack_mode=ack_mode(route, spool_configured=config.spool is not None),
                 respond_within_s=respond_within_s(

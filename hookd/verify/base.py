@@ -162,6 +162,13 @@ class Verifier(ABC):
         for option in sorted(_SCHEME_OPTIONS - cls.options):
             if getattr(route, option) is not None:
                 found.append(SchemeConfigError(option, f'not used by scheme "{cls.scheme}"'))
+        own = (route.header or "").strip().lower()
+        if own and route.forward_headers and own in route.forward_headers:
+            found.append(
+                SchemeConfigError(
+                    "forward_headers", f"{own!r} carries the route's signature or token"
+                )
+            )
         for index, secret in enumerate(route.secrets):
             try:
                 cls.secret_key(secret)
@@ -173,6 +180,13 @@ class Verifier(ABC):
             if all(exc.option != earlier.option for earlier in found):
                 found.append(exc)
         return found
+
+    @classmethod
+    def forward_headers(cls, route: RouteConfig) -> tuple[str, ...]:
+        """The header names this route copies into its records."""
+        if route.forward_headers is not None:
+            return route.forward_headers
+        return cls.default_forward_headers
 
     @classmethod
     def secret_warnings(cls, secret: str) -> list[str]:

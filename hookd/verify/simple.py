@@ -85,6 +85,13 @@ class GitHub(BodyHmac):
 
     scheme = "github"
     default_respond_within_s = 8.0
+    default_forward_headers = (
+        "x-github-hook-id",
+        "x-github-hook-installation-target-id",
+        "x-github-hook-installation-target-type",
+        "x-github-enterprise-host",
+        "x-github-enterprise-version",
+    )
     foreign_secret_prefixes = (
         ("ghp_", "a GitHub personal access token"),
         ("github_pat_", "a GitHub fine-grained personal access token"),
@@ -104,6 +111,14 @@ class Shopify(BodyHmac):
 
     scheme = "shopify"
     default_respond_within_s = 4.0
+    default_forward_headers = (
+        "x-shopify-shop-domain",
+        "x-shopify-api-version",
+        "x-shopify-topic",
+        "x-shopify-webhook-id",
+        "x-shopify-event-id",
+        "x-shopify-triggered-at",
+    )
     foreign_secret_prefixes = (
         ("shpat_", "a Shopify Admin API access token"),
         ("shpca_", "a Shopify custom app access token"),
@@ -147,6 +162,7 @@ class Bitbucket(BodyHmac):
     prefix = b"sha256="
     delivery_id_header = b"x-request-uuid"
     event_type_header = b"x-event-key"
+    default_forward_headers = ("x-hook-uuid", "x-attempt-number")
 
 
 class PagerDuty(BodyHmac):

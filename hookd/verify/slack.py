@@ -87,6 +87,7 @@ class Slack(V0Hmac):
     as UTF-8 text, not decoded."""
 
     scheme = "slack"
+    default_forward_headers = ("x-slack-retry-num", "x-slack-retry-reason")
     foreign_secret_prefixes = (
         ("xoxb-", "a Slack bot token"),
         ("xoxp-", "a Slack user token"),

@@ -68,6 +68,7 @@ class GitLab(Verifier):
 
     scheme = "gitlab"
     foreign_secret_prefixes = (("glpat-", "a GitLab personal access token"),)
+    default_forward_headers = ("x-gitlab-instance", "x-gitlab-webhook-uuid")
     default_respond_within_s = 8.0
 
     def verify(self, request: Request, now: float) -> Verified:

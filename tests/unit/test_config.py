@@ -162,6 +162,8 @@ def test_check_prints_routes_with_secrets_redacted(tmp_path, capsys):
     assert main(["check", "--config", path]) == 0
     out = capsys.readouterr().out
     assert "route /gh -> topic t: verify=github secrets=[***, ***]" in out
+    assert "forward_headers=[x-github-hook-id, x-github-hook-installation-target-id" in out
+    assert out.rstrip().endswith("forward_query=false")
     assert "very-secret-value" not in out and "other-secret" not in out
 
 

@@ -161,3 +161,119 @@ def test_spool_modes_need_a_spool_section():
         'config error: routes[0].ack: ack = "spool" needs a [spool] section',
         'config error: routes[1].fallback: fallback = "spool" needs a [spool] section',
     ]
+
+
+SHOPIFY = {"path": "/shop", "topic": "orders", "verify": "shopify", "secrets": ["s"]}
+SHOP_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"x-shopify-hmac-sha256", b"c2lnbmF0dXJl"),
+    (b"x-shopify-shop-domain", b"acme.myshopify.com"),
+    (b"x-shopify-api-version", b"2025-01"),
+    (b"x-shopify-topic", b"orders/create"),
+    (b"x-shopify-webhook-id", b"b54557e4-bdd9-4b37-8a5f-bf7d70bcd043"),
+    (b"x-unrelated", b"not forwarded"),
+]
+
+
+def record_for(route_config: dict, target: bytes, headers: list[tuple[bytes, bytes]]):
+    route = table(route_config).lookup(target.partition(b"?")[0])
+    return build_record(
+        topic=route.topic,
+        route_path=route.path,
+        scheme=route.scheme,
+        key_rule=route.key_rule,
+        request=Request(b"POST", target, Headers(headers), b"{}"),
+        verified=Verified(),
+        received_at_ms=1,
+        source_ip="10.0.0.7",
+    )
+
+
+def forwarded(record) -> list[tuple[str, bytes]]:
+    return [(n, v) for n, v in record.headers if n.startswith(("hookd-header-", "hookd-query"))]
+
+
+def test_shopify_routes_forward_the_shop_domain_and_api_version_by_default():
+    # Issue 14: X-Shopify-Shop-Domain is the only place a delivery names its shop.
+    record = record_for(SHOPIFY, b"/shop?shop=acme", SHOP_HEADERS)
+    assert forwarded(record) == [
+        ("hookd-header-x-shopify-shop-domain", b"acme.myshopify.com"),
+        ("hookd-header-x-shopify-api-version", b"2025-01"),
+        ("hookd-header-x-shopify-topic", b"orders/create"),
+        ("hookd-header-x-shopify-webhook-id", b"b54557e4-bdd9-4b37-8a5f-bf7d70bcd043"),
+    ]  # in the configured order; absent ones left out; no query unless asked
+
+
+def test_forward_headers_and_query_per_route_case_insensitive():
+    route = {**SHOPIFY, "forward_headers": ["X-Unrelated", "x-SHOPIFY-shop-domain"]}
+    record = record_for({**route, "forward_query": True}, b"/shop?shop=acme&x=%20y", SHOP_HEADERS)
+    assert forwarded(record) == [
+        ("hookd-header-x-unrelated", b"not forwarded"),
+        ("hookd-header-x-shopify-shop-domain", b"acme.myshopify.com"),
+        ("hookd-query", b"shop=acme&x=%20y"),  # raw, as received
+    ]
+    assert forwarded(record_for({**SHOPIFY, "forward_headers": []}, b"/shop", SHOP_HEADERS)) == []
+    assert forwarded(record_for({**route, "forward_query": True}, b"/shop", [])) == []
+
+
+def test_github_forwards_its_hook_headers_and_schemes_without_defaults_nothing():
+    headers = [(b"x-github-hook-id", b"42"), (b"x-github-hook-installation-target-type", b"repo")]
+    assert forwarded(record_for(GITHUB, b"/gh", headers)) == [
+        ("hookd-header-x-github-hook-id", b"42"),
+        ("hookd-header-x-github-hook-installation-target-type", b"repo"),
+    ]
+    stripe = {"path": "/st", "topic": "t", "verify": "stripe", "secrets": ["whsec_x"]}
+    assert forwarded(record_for(stripe, b"/st?a=1", headers)) == []
+
+
+def test_forwarded_metadata_is_bounded_and_what_did_not_fit_is_named():
+    from hookd.record import FORWARD_MAX_BYTES
+
+    big = b"d" * (FORWARD_MAX_BYTES - 100)
+    route = {**SHOPIFY, "forward_headers": ["x-a", "x-b", "x-c"], "forward_query": True}
+    headers = [(b"x-a", big), (b"x-b", b"b" * 200), (b"x-c", b"small")]
+    record = record_for(route, b"/shop?" + b"q" * 300, headers)
+    names = [name for name, _ in record.headers]
+    assert "hookd-header-x-a" in names and "hookd-header-x-c" in names
+    assert "hookd-header-x-b" not in names and "hookd-query" not in names
+    assert dict(record.headers)["hookd-forward-omitted"] == b"x-b,query"
+    total = sum(len(n) + len(v) for n, v in forwarded(record))
+    assert total <= FORWARD_MAX_BYTES
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Authorization",
+        "Proxy-Authorization",
+        "Cookie",
+        "X-Shopify-Hmac-Sha256",
+        "X-Hub-Signature-256",
+        "X-Gitlab-Token",
+        "X-Api-Key",
+        "X-Webhook-Secret",
+        "Stripe-Signature",
+    ],
+)
+def test_a_header_that_may_carry_a_credential_is_never_forwarded(name):
+    with pytest.raises(ConfigError) as info:
+        table({**SHOPIFY, "forward_headers": ["x-shopify-shop-domain", name]})
+    [line] = info.value.lines()
+    assert line.startswith(f"config error: routes[0].forward_headers: {name!r} may carry a")
+
+
+def test_the_routes_own_signature_header_is_never_forwarded():
+    route = {"path": "/a", "topic": "t", "verify": "hmac", "secrets": ["s"], "header": "X-Acme"}
+    with pytest.raises(ConfigError) as info:
+        table({**route, "forward_headers": ["x-acme"]})
+    assert info.value.lines() == [
+        "config error: routes[0].forward_headers: 'x-acme' carries the route's signature or token"
+    ]
+
+
+def test_forward_headers_must_be_header_names():
+    with pytest.raises(ConfigError) as info:
+        table({**SHOPIFY, "forward_headers": ["x shop"]})
+    assert info.value.lines() == [
+        "config error: routes[0].forward_headers: 'x shop' is not a header name"
+    ]
