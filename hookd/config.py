@@ -140,6 +140,12 @@ class KafkaConfig(_Model):
     ack_timeout_s: PositiveFloat = 8
     connect_timeout_s: PositiveFloat = 30
     linger_ms: Annotated[float, Field(ge=0)] = 2
+    #: Create a route's topic when it does not exist (false: a missing topic stops the start).
+    create_topics: bool = True
+    #: For the topics hookd creates (never changes an existing one); unset: 1 partition and
+    #: replication factor 1 on plain Kafka, the Portal's defaults on Quix Cloud.
+    topic_partitions: PositiveInt | None = None
+    topic_replication_factor: PositiveInt | None = None
     extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
     @field_validator("extra")
@@ -190,6 +196,9 @@ class RouteConfig(_Model):
     forward_headers: tuple[str, ...] | None = None
     #: Copy the raw query string into the record as ``hookd-query``.
     forward_query: bool = False
+    #: Per-route overrides of ``[kafka] topic_partitions`` / ``topic_replication_factor``.
+    topic_partitions: PositiveInt | None = None
+    topic_replication_factor: PositiveInt | None = None
     # Scheme options (see PROVIDERS.md); a scheme refuses the ones it does not read.
     header: str | None = None
     algorithm: Literal["sha1", "sha256", "sha512"] | None = None
@@ -374,6 +383,8 @@ def validate(raw: dict[str, Any], env: Mapping[str, str], base: Path = Path()) -
     parts = _valid_parts(expanded, config)
     problems += _duplicate_paths(expanded)
     problems += _colliding_topics(parts.routes)
+    if parts.kafka is not None:
+        problems += _topic_settings_agree(parts.kafka, parts.routes)
     for i, route in parts.routes:
         if parts.server is not None and parts.kafka is not None:
             problems += check_kafka_fits(parts.kafka, parts.server, i, route)
@@ -493,6 +504,43 @@ def _colliding_topics(routes: list[tuple[int, RouteConfig]]) -> list[tuple[str, 
                     f"routes[{i}].topic",
                     f"{route.topic!r} collides with {first[1]!r} (routes[{first[0]}].topic): "
                     "Kafka treats '.' and '_' alike in metric names and refuses the second",
+                )
+            )
+    return problems
+
+
+#: A topic's creation settings: (partitions, replication factor); ``None``: not set.
+TopicSettings = tuple[int | None, int | None]
+
+
+def route_topic_settings(kafka: KafkaConfig, route: RouteConfig) -> TopicSettings:
+    return (
+        route.topic_partitions or kafka.topic_partitions,
+        route.topic_replication_factor or kafka.topic_replication_factor,
+    )
+
+
+def topic_settings(config: Config) -> dict[str, TopicSettings]:
+    """Each route topic's creation settings (``validate`` made routes of a topic agree)."""
+    return {route.topic: route_topic_settings(config.kafka, route) for route in config.routes}
+
+
+def _topic_settings_agree(
+    kafka: KafkaConfig, routes: list[tuple[int, RouteConfig]]
+) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    first: dict[str, tuple[int, TopicSettings]] = {}
+    for i, route in routes:
+        settings = route_topic_settings(kafka, route)
+        index, earlier = first.setdefault(route.topic, (i, settings))
+        if earlier != settings:
+            problems.append(
+                (
+                    f"routes[{i}].topic_partitions"
+                    if earlier[0] != settings[0]
+                    else f"routes[{i}].topic_replication_factor",
+                    f"topic {route.topic!r} is created with other settings by routes[{index}]: "
+                    "routes of one topic must agree",
                 )
             )
     return problems

@@ -438,3 +438,32 @@ def test_serve_logs_the_warnings_at_start(tmp_path, monkeypatch, capfd):
     assert main(["serve", "--config", path]) == 0
     err = capfd.readouterr().err
     assert 'WARNING hookd config warning: routes[0].secrets[0]: starts with "sk_test_"' in err
+
+
+def test_topic_settings_from_kafka_with_route_overrides():
+    from hookd.config import topic_settings
+
+    kafka = {"create_topics": True, "topic_partitions": 6, "topic_replication_factor": 3}
+    routes = [
+        ROUTE,
+        {**ROUTE, "path": "/b", "topic": "big", "topic_partitions": 12},
+        {**ROUTE, "path": "/c", "topic": "big", "topic_partitions": 12},  # same topic, agrees
+    ]
+    config = validate({"kafka": kafka, "routes": routes}, {})
+    assert topic_settings(config) == {"t": (6, 3), "big": (12, 3)}
+    assert topic_settings(validate({"routes": [ROUTE]}, {})) == {"t": (None, None)}
+    assert validate({"routes": [ROUTE]}, {}).kafka.create_topics is True
+
+
+def test_routes_of_one_topic_must_agree_on_its_settings():
+    routes = [ROUTE, {**ROUTE, "path": "/b", "topic_replication_factor": 3}]
+    assert problems({"routes": routes}) == [
+        "config error: routes[1].topic_replication_factor: topic 't' is created with other "
+        "settings by routes[0]: routes of one topic must agree"
+    ]
+
+
+@pytest.mark.parametrize("key", ["topic_partitions", "topic_replication_factor"])
+def test_topic_settings_are_positive(key):
+    [line] = problems({"kafka": {key: 0}, "routes": [ROUTE]})
+    assert line == f"config error: kafka.{key}: Input should be greater than 0"
