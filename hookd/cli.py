@@ -11,6 +11,7 @@ import shlex
 import signal
 import sys
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,15 @@ EXPORT_ENCODING_HELP = (
     'of the two is present. A record without a key has "key": null. Encoding "F" as UTF-8, '
     'or decoding "F_b64" as base64, gives back the exact bytes. Lines are UTF-8.'
 )
-SAMPLE_BODY = b'{"type":"track","event":"hookd test","properties":{"source":"hookd sign"}}'
+
+
+def sample_body() -> bytes:
+    """A Segment ``track`` event with a fresh ``messageId`` (what the example route keys by)."""
+    message_id = f"hookd-{uuid.uuid4()}"
+    return (
+        b'{"type":"track","messageId":"' + message_id.encode() + b'","event":"hookd test",'
+        b'"properties":{"source":"hookd sign"}}'
+    )
 
 
 def _config_path(value: str | None) -> str:
@@ -103,7 +112,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
         print(f"error: no route {args.route!r} (routes: {known})", file=sys.stderr)
         return EXIT_CONFIG
     if args.body is None:
-        body = SAMPLE_BODY
+        body = sample_body()
     elif args.body == "-":
         body = sys.stdin.buffer.read()
     else:

@@ -199,7 +199,7 @@ class RouteConfig(_Model):
     #: Per-route overrides of ``[kafka] topic_partitions`` / ``topic_replication_factor``.
     topic_partitions: PositiveInt | None = None
     topic_replication_factor: PositiveInt | None = None
-    # Scheme options (see PROVIDERS.md); a scheme refuses the ones it does not read.
+    # Scheme options (see docs/providers.md); a scheme refuses the ones it does not read.
     header: str | None = None
     algorithm: Literal["sha1", "sha256", "sha512"] | None = None
     encoding: Literal["hex", "base64"] | None = None

@@ -13,6 +13,8 @@ import embedded_broker
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "examples" / "hookd.toml"
 HOOKD = [sys.executable, "-m", "hookd.cli"]
+#: What ``make run`` runs to print its curl: a fresh Segment event for the example route.
+SIGN = [*HOOKD, "sign", "--config", str(CONFIG), "--route", "/segment"]
 
 
 def main() -> int:
@@ -25,13 +27,17 @@ def main() -> int:
             listen = env.get("HOOKD_LISTEN", "127.0.0.1:8080")
             embedded_broker.wait_for_port(int(listen.rpartition(":")[2]), 60, hookd)
             curl = subprocess.run(
-                [*HOOKD, "sign", "--config", str(CONFIG), "--route", "/segment"],
+                SIGN,
                 env=env,
                 check=True,
                 capture_output=True,
                 text=True,
             ).stdout
-            print("\nhookd is up. Send it a signed Segment event:\n\n" + curl, flush=True)
+            print(
+                "\nhookd is up. Send it a signed Segment event (its messageId becomes the "
+                "record key):\n\n" + curl,
+                flush=True,
+            )
             print("Admin: curl http://127.0.0.1:9090/metrics    Stop: Ctrl-C\n", flush=True)
             return hookd.wait()
         except KeyboardInterrupt:
