@@ -59,6 +59,11 @@ def malformed(reason: str) -> Canned:
     return error(400, f"malformed request: {reason}", close=True)
 
 
+def refusal(status: int, reason: str) -> Canned:
+    """The answer to a request the framing refused (``hookd.http.framing.Malformed``)."""
+    return _FRAMING_REFUSALS.get(status) or malformed(reason)
+
+
 def unavailable(reason: str, *, close: bool = False) -> Canned:
     retry = ((b"retry-after", str(RETRY_AFTER_S).encode()),)
     return error(503, f"not durable, retry later: {reason}", close=close, headers=retry)
@@ -79,6 +84,8 @@ METHOD_NOT_ALLOWED = error(405, "method not allowed", close=True, headers=((b"al
 BODY_TOO_LARGE = error(413, "body too large", close=True)
 URI_TOO_LONG = error(414, "request target too long", close=True)
 HEADERS_TOO_LARGE = error(431, "request headers too large", close=True)
+NOT_IMPLEMENTED = error(501, "transfer coding not implemented", close=True)
+VERSION_NOT_SUPPORTED = error(505, "HTTP version not supported", close=True)
 REQUEST_TIMEOUT = error(408, "request not received in time", close=True)
 SHUTTING_DOWN = unavailable("shutting down", close=True)
 OVER_CAPACITY = unavailable("too many connections", close=True)
@@ -88,3 +95,9 @@ NOT_DURABLE = unavailable("no acknowledgement in time", close=True)
 PUBLISH_FAILED = error(
     503, "not durable, retry later", headers=((b"retry-after", str(RETRY_AFTER_S).encode()),)
 )
+_FRAMING_REFUSALS = {
+    414: URI_TOO_LONG,
+    431: HEADERS_TOO_LARGE,
+    501: NOT_IMPLEMENTED,
+    505: VERSION_NOT_SUPPORTED,
+}

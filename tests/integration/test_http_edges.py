@@ -147,6 +147,10 @@ def test_huge_target_414(hookd):
     assert closed
 
 
+def _chunked_post(body: bytes) -> bytes:
+    return b"POST /in HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+
+
 @pytest.mark.parametrize(
     ("name", "raw"),
     [
@@ -177,16 +181,31 @@ def test_huge_target_414(hookd):
         ("bare LF", b"POST /in HTTP/1.1\nHost: x\nContent-Length: 0\n\n"),
         ("not http", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n"),
         ("space in header name", b"POST /in HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n"),
-        (
-            "unsupported transfer-encoding",
-            b"POST /in HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
-        ),
+        # the strict parsers' corpus (issue 11): RFC 9112 7.1.1 chunk-size lines
+        ("empty chunk extension name", _chunked_post(b"2;\r\n{}\r\n0\r\n\r\n")),
+        ("unbalanced quote in chunk extension", _chunked_post(b'2;a="b\r\n{}\r\n0\r\n\r\n')),
+        ("whitespace after the chunk size", _chunked_post(b"2 \r\n{}\r\n0\r\n\r\n")),
     ],
 )
 def test_malformed_requests_400_and_close(hookd, name, raw):
     answer, closed = send_raw(hookd, raw)
     assert answer.status == 400, name
     assert b"malformed request" in answer.body
+    assert closed
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"POST /in HTTP/5.6\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 505),
+        (b"POST /in HTTP/1.2\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 505),
+        (b"POST /in HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"POST /in HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+    ],
+)
+def test_unsupported_version_505_and_transfer_coding_501(hookd, raw, status):
+    answer, closed = send_raw(hookd, raw)
+    assert answer.status == status
     assert closed
 
 

@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 
 from hookd.admin import AdminLimits, AdminProtocol
 from hookd.config import Config, validate
-from hookd.http.protocol import CHUNKS_FREE, HttpProtocol, ServerContext
+from hookd.http.framing import CHUNKS_FREE
+from hookd.http.protocol import HttpProtocol, ServerContext
 from hookd.routing import build_routes
 
 TOKEN = b"limits-token"
@@ -426,19 +427,21 @@ def connection_plans(draw: st.DrawFn) -> tuple[bytes, list[int]]:
 
 def held_body_bytes(protocol: HttpProtocol) -> int:
     """Body bytes this connection holds for a request still arriving."""
-    state = protocol._state.value
-    if state == "body":
-        return min(len(protocol._buffer), protocol._body_length)
-    if state == "chunked":
-        return len(protocol._body)
+    if protocol._state.name.lower() == "body":
+        return protocol._parser.body_received
     return 0
 
 
+def reserved(protocol: HttpProtocol) -> int:
+    exchange = protocol._exchange
+    return exchange.reserved if exchange is not None else 0
+
+
 def check_counted(ctx: ServerContext, protocols: list[HttpProtocol]) -> None:
-    live = [p for p in protocols if p._state.value not in ("closed", "closing")]
+    live = [p for p in protocols if p._state.name.lower() not in ("closed", "closing")]
     for protocol in live:  # every body byte held is counted, nothing more
-        assert protocol._reserved == held_body_bytes(protocol), protocol._state
-    assert ctx.receiving_bytes == sum(p._reserved for p in protocols)
+        assert reserved(protocol) == held_body_bytes(protocol), protocol._state
+    assert ctx.receiving_bytes == sum(reserved(p) for p in protocols)
     assert ctx.in_flight_bytes + ctx.receiving_bytes <= ctx.config.max_in_flight_bytes
     # a connection refused at max_connections is counted too until its socket is gone
     assert len([p for p in ctx.connections if p in live]) <= ctx.config.max_connections
