@@ -6,6 +6,11 @@ kernel's sockets or a load generator sharing the CPU. Run it before and after a 
 hot path:
 
     .venv/bin/python bench/protocol_bench.py [--requests 20000] [--repeat 5]
+
+With ``--outbox real`` the requests go through the real outbox and publisher instead, over a
+producer that acknowledges on its next poll (no librdkafka, no broker), from ``--connections``
+connections at once as a load generator keeps them busy: hookd's Python work per request
+including the deadline timer, the batching task and the delivery reports.
 """
 
 from __future__ import annotations
@@ -17,13 +22,18 @@ import hmac
 import json
 import statistics
 import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import uvloop
 
-from hookd.config import validate
+from hookd.config import Config, validate
 from hookd.http.protocol import HttpProtocol, ServerContext
 from hookd.metrics import Metrics
 from hookd.publish.ack import AckMode
+from hookd.publish.outbox import Outbox
+from hookd.publish.publisher import Publisher
 from hookd.record import Record
 from hookd.routing import build_routes
 
@@ -71,6 +81,50 @@ class InstantOutbox:
         return future
 
 
+#: How long the stand-in broker takes to acknowledge (librdkafka's linger.ms, 2 ms in hookd's
+#: defaults, plus a local round trip).
+ACK_LATENCY_S = 0.003
+
+
+class AckingProducer:
+    """Acknowledges a record on the first poll ``ACK_LATENCY_S`` after it was produced."""
+
+    def __init__(self) -> None:
+        self.held: deque[tuple[float, Callable[..., None]]] = deque()
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, **kwargs: Any) -> None:
+        self.held.append((time.monotonic() + ACK_LATENCY_S, kwargs["on_delivery"]))
+
+    def poll(self, timeout: float = 0) -> int:
+        held, now, acked = self.held, time.monotonic(), 0
+        while held and held[0][0] <= now:
+            held.popleft()[1](None, None)
+            acked += 1
+        return acked
+
+    def purge(self) -> None:
+        self.held.clear()
+
+    def __len__(self) -> int:
+        return len(self.held)
+
+
+class AckingCluster:
+    """A cluster that is always up and has every topic."""
+
+    def connect(self, timeout_s: float) -> None:
+        pass
+
+    def resolve(self, names: Iterable[str]) -> dict[str, str]:
+        return {name: name for name in names}
+
+    def topics(self, timeout_s: float) -> set[str]:
+        return {"bench"}
+
+    def producer(self, on_error: Callable[..., None]) -> AckingProducer:
+        return AckingProducer()
+
+
 def segment_request(body: bytes) -> bytes:
     signature = hmac.new(SECRET, body, hashlib.sha1).hexdigest()
     return (
@@ -93,8 +147,8 @@ def body_of(size: int) -> bytes:
     return json.dumps(event).encode()
 
 
-async def run(requests: int, size: int) -> float:
-    config = validate(
+def bench_config() -> Config:
+    return validate(
         {
             "routes": [
                 {
@@ -107,6 +161,10 @@ async def run(requests: int, size: int) -> float:
         },
         {},
     )
+
+
+async def run(requests: int, size: int) -> float:
+    config = bench_config()
     outbox = InstantOutbox()
     context = ServerContext(config.server, build_routes(config), outbox, Metrics())  # type: ignore[arg-type]
     protocol = HttpProtocol(context)
@@ -123,15 +181,72 @@ async def run(requests: int, size: int) -> float:
     return elapsed / requests * 1e6
 
 
+async def run_real_outbox(requests: int, size: int, connections: int) -> float:
+    """Like ``run``, through the real outbox and publisher; each connection sends its next
+    request as soon as its answer is written, as a keep-alive load generator does."""
+    config = bench_config()
+    metrics = Metrics()
+    publisher = Publisher(
+        AckingCluster(),  # type: ignore[arg-type]
+        metrics,
+        ack_timeout_s=config.kafka.ack_timeout_s,
+        topics={"bench"},
+        topic_names={"bench": "bench"},
+        connected=True,
+    )
+    outbox = Outbox(publisher, None, metrics)
+    publisher.start()
+    context = ServerContext(config.server, build_routes(config), outbox, metrics)
+    raw = segment_request(body_of(size))
+    answered = 0
+    done = asyncio.get_running_loop().create_future()
+
+    class Client(Transport):
+        """Sends the next request once the answer to the last one is written."""
+
+        def write(self, data: bytes) -> None:
+            nonlocal answered
+            super().write(data)
+            answered += 1
+            if answered >= requests:
+                if not done.done():
+                    done.set_result(None)
+            else:
+                asyncio.get_running_loop().call_soon(protocol_of[self].data_received, raw)
+
+    protocol_of: dict[Client, HttpProtocol] = {}
+    for _ in range(connections):
+        client = Client()
+        protocol_of[client] = HttpProtocol(context)
+        protocol_of[client].connection_made(client)  # type: ignore[arg-type]
+    started = time.process_time()
+    for protocol in protocol_of.values():
+        protocol.data_received(raw)
+    await done
+    elapsed = time.process_time() - started
+    await publisher.close(1.0)
+    assert all(not client.closed for client in protocol_of), "requests were refused"
+    return elapsed / answered * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--size", type=int, default=700, help="body bytes")
+    parser.add_argument("--outbox", choices=("instant", "real"), default="instant")
+    parser.add_argument("--connections", type=int, default=100, help="with --outbox real")
     args = parser.parse_args()
-    samples = [uvloop.run(run(args.requests, args.size)) for _ in range(args.repeat)]
+    if args.outbox == "real":
+        samples = [
+            uvloop.run(run_real_outbox(args.requests, args.size, args.connections))
+            for _ in range(args.repeat)
+        ]
+    else:
+        samples = [uvloop.run(run(args.requests, args.size)) for _ in range(args.repeat)]
     print(
-        f"HTTP path, {args.size}-byte signed body: median {statistics.median(samples):.1f} µs "
+        f"HTTP path ({args.outbox} outbox), {args.size}-byte signed body: "
+        f"median {statistics.median(samples):.1f} µs "
         f"per request (samples {', '.join(f'{s:.1f}' for s in samples)})"
     )
 
