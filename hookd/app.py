@@ -227,10 +227,10 @@ class Hookd:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._start_reload)
-        log.info(
+        log.info(  # a worker's admin socket is private: the admin process serves admin_listen
             "hookd listening on %s (admin %s), %d routes",
             server.listen,
-            admin_path or server.admin_listen,
+            server.admin_listen,
             len(self.context.routes.routes),
         )
         await self._stopping.wait()

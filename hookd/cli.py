@@ -11,13 +11,16 @@ import shlex
 import signal
 import sys
 import time
+import tomllib
 import uuid
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hookd import __version__
-from hookd.config import Config, ConfigError, load
+from hookd.config import Config, ConfigError, load, validate
 from hookd.logs import configure as configure_logging
 from hookd.routing import RouteTable, build_routes, config_warnings
 from hookd.verify import SCHEMES, CannotSign
@@ -34,6 +37,9 @@ EXPORT_ENCODING_HELP = (
 )
 
 
+CONFIG_HELP = "TOML config file (default: $HOOKD_CONFIG_TOML's text, else $HOOKD_CONFIG)"
+
+
 def sample_body() -> bytes:
     """A Segment ``track`` event with a fresh ``messageId`` (what the example route keys by)."""
     message_id = f"hookd-{uuid.uuid4()}"
@@ -43,15 +49,75 @@ def sample_body() -> bytes:
     )
 
 
-def _config_path(value: str | None) -> str:
-    path = value or os.environ.get("HOOKD_CONFIG")
+#: The whole config as TOML text, for platforms where a deployment variable is easier to
+#: change than a file (Quix Cloud): used instead of $HOOKD_CONFIG's file when set, not
+#: instead of --config.
+CONFIG_TOML_ENV = "HOOKD_CONFIG_TOML"
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where the config comes from: a file, or the text of ``$HOOKD_CONFIG_TOML``. Read
+    again on each ``load`` (SIGHUP): the file, or the same text, with its ``file:`` secrets
+    and ``allow_from`` lists read anew (relative to the working directory for the text)."""
+
+    path: str | None = None
+    text: str | None = None
+
+    def __str__(self) -> str:
+        return f"${CONFIG_TOML_ENV}" if self.text is not None else str(self.path)
+
+    def load(self) -> Config:
+        if self.text is None:
+            assert self.path is not None
+            return load(self.path)
+        return validate(self._parse(), os.environ, base=Path.cwd())
+
+    def spool_settings(self) -> Config:
+        """The ``[spool]`` and ``[kafka]`` sections only (``hookd spool``)."""
+        from hookd import spool_tool
+
+        if self.text is None:
+            assert self.path is not None
+            return spool_tool.load_settings(self.path)
+        raw = self._parse()
+        if "spool" not in raw:
+            raise ConfigError([("spool", "no [spool] section: this config keeps no spool")])
+        subset = {name: raw[name] for name in ("spool", "kafka") if name in raw}
+        return validate(subset, os.environ, base=Path.cwd())
+
+    def _parse(self) -> dict[str, Any]:
+        assert self.text is not None
+        try:
+            return tomllib.loads(self.text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([(str(self), f"invalid TOML: {exc}")]) from None
+
+
+def config_source(value: str | None, env: Mapping[str, str] | None = None) -> ConfigSource:
+    """``--config FILE``; else ``$HOOKD_CONFIG_TOML`` when set and not blank; else
+    ``$HOOKD_CONFIG``."""
+    if value:
+        return ConfigSource(path=value)
+    env = os.environ if env is None else env
+    text = env.get(CONFIG_TOML_ENV)
+    if text is not None and text.strip():
+        return ConfigSource(text=text)
+    path = env.get("HOOKD_CONFIG")
     if not path:
-        raise ConfigError([("--config", "no config file given (--config FILE or $HOOKD_CONFIG)")])
-    return path
+        raise ConfigError(
+            [
+                (
+                    "--config",
+                    f"no config given (--config FILE, ${CONFIG_TOML_ENV} or $HOOKD_CONFIG)",
+                )
+            ]
+        )
+    return ConfigSource(path=path)
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, RouteTable]:
-    config = load(_config_path(args.config))
+    config = config_source(args.config).load()
     return config, build_routes(config)
 
 
@@ -69,14 +135,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _silence_dependency_warning()
     from hookd.app import StartupError, serve  # heavy imports only when serving
 
-    path = _config_path(args.config)
+    source = config_source(args.config)
 
     def read() -> Config:
-        return load(path).with_overrides(
-            listen=args.listen, workers=args.workers, broker=args.broker
+        return source.load().with_overrides(
+            listen=args.listen,
+            workers=args.workers,
+            broker=args.broker,
+            admin_listen=args.admin_listen,
         )
 
     config = read()
+    if source.text is not None:
+        logging.getLogger("hookd").info("config from $%s", CONFIG_TOML_ENV)
     for path, what in config_warnings(config):
         logging.getLogger("hookd").warning("config warning: %s: %s", path, what)
     try:
@@ -88,7 +159,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config, routes = _load(args)
-    print(f"listen {config.server.listen}, admin {config.server.admin_listen}")
+    server = config.server
+    print(f"listen {server.listen}, admin {server.admin_listen}")
+    if server.trusted_proxies or server.proxy_protocol:
+        print(
+            f"client address: proxy_protocol={str(server.proxy_protocol).lower()} "
+            f"trusted_proxies=[{', '.join(server.trusted_proxies)}]"
+        )
     broker = config.kafka.broker(os.environ) or "Quix Cloud (Quix__Sdk__Token)"
     print(f"kafka {broker}, ack_timeout_s {config.kafka.ack_timeout_s}")
     for route in routes.routes:
@@ -98,6 +175,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"route {route.path} -> topic {route.topic}: verify={route.scheme} secrets=[{secrets}]"
             f" key={route.config.key or 'delivery id'} max_body_bytes={route.max_body_bytes}"
             f" forward_headers=[{forward}] forward_query={str(route.config.forward_query).lower()}"
+            + (
+                ""
+                if route.config.allow_from is None
+                else f" allow_from={len(route.config.allow_from)} networks"
+            )
         )
     for path, what in config_warnings(config):
         print(f"WARNING: {path}: {what}", file=sys.stderr)
@@ -146,7 +228,7 @@ def cmd_spool(args: argparse.Namespace) -> int:
     """``hookd spool status | export | requeue | drain`` (logic in :mod:`hookd.spool_tool`)."""
     from hookd import spool_tool  # light; only drain imports quixstreams, when it runs
 
-    config = spool_tool.load_settings(_config_path(args.config))
+    config = config_source(args.config).spool_settings()
     try:
         directory = spool_tool.spool_root(config)
         if args.spool_command == "status":
@@ -241,8 +323,9 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"hookd {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="receive webhooks and publish them")
-    serve.add_argument("--config", help="TOML config (default: $HOOKD_CONFIG)")
+    serve.add_argument("--config", help=CONFIG_HELP)
     serve.add_argument("--listen", help="HOST:PORT, overrides server.listen")
+    serve.add_argument("--admin-listen", help="HOST:PORT, overrides server.admin_listen")
     serve.add_argument("--workers", type=int, help="overrides server.workers")
     serve.add_argument("--broker", help="Kafka bootstrap address, overrides kafka.broker_address")
     serve.add_argument(
@@ -253,10 +336,10 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=cmd_serve)
     check = sub.add_parser("check", help="validate a config and print the route table")
-    check.add_argument("--config", help="TOML config (default: $HOOKD_CONFIG)")
+    check.add_argument("--config", help=CONFIG_HELP)
     check.set_defaults(run=cmd_check)
     sign = sub.add_parser("sign", help="print a curl command that the route accepts")
-    sign.add_argument("--config", help="TOML config (default: $HOOKD_CONFIG)")
+    sign.add_argument("--config", help=CONFIG_HELP)
     sign.add_argument("--route", required=True, help="the route's path, e.g. /segment")
     sign.add_argument("--body", help="body file, or - for stdin (default: a sample JSON event)")
     sign.set_defaults(run=cmd_sign)
@@ -283,7 +366,7 @@ def _spool_parser(sub: Any) -> None:
 
     def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
         parser = tools.add_parser(name, help=help, description=description)
-        parser.add_argument("--config", help="TOML config (default: $HOOKD_CONFIG)")
+        parser.add_argument("--config", help=CONFIG_HELP)
         parser.set_defaults(run=cmd_spool)
         return parser
 

@@ -14,7 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from hookd.net import allow
+from hookd.net.networks import parse_network
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _FILE_PREFIX = "file:"
@@ -53,6 +64,16 @@ CREDENTIAL_HEADER_WORDS = (
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+def _network(value: str) -> str:
+    if value.startswith(allow.FILE_PREFIX):
+        raise ValueError("file: lists are read by hookd.config.validate, not here")
+    return str(parse_network(value))
+
+
+#: An IP network in CIDR notation, or a bare address (a /32 or /128), normalised.
+Network = Annotated[str, AfterValidator(_network)]
 
 
 class ConfigError(Exception):
@@ -113,11 +134,23 @@ class ServerConfig(_Model):
     #: TLS on the public listener, for deployments that expose hookd directly.
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: Peers whose ``Forwarded`` / ``X-Forwarded-For`` name the client (load balancers,
+    #: ingress); from any other peer those headers are ignored. See hookd.net.client_address.
+    trusted_proxies: tuple[Network, ...] = ()
+    #: Every connection on the public listener starts with a PROXY protocol v1 or v2 header
+    #: (AWS NLB, HAProxy), which names the client; one without is refused.
+    proxy_protocol: bool = False
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
+        if self.proxy_protocol and self.tls_cert is not None:
+            raise ValueError(
+                "proxy_protocol with tls_cert is not supported (the PROXY header comes before "
+                "the TLS handshake): terminate TLS at the proxy, or pass it through without "
+                "proxy_protocol"
+            )
         return self
 
     @field_validator("listen", "admin_listen")
@@ -199,6 +232,9 @@ class RouteConfig(_Model):
     #: Per-route overrides of ``[kafka] topic_partitions`` / ``topic_replication_factor``.
     topic_partitions: PositiveInt | None = None
     topic_replication_factor: PositiveInt | None = None
+    #: Only clients in these networks (``file:PATH`` entries are read by ``validate`` into
+    #: the networks they list) get past 403; ``None``: any address.
+    allow_from: tuple[Network, ...] | None = None
     # Scheme options (see docs/providers.md); a scheme refuses the ones it does not read.
     header: str | None = None
     algorithm: Literal["sha1", "sha256", "sha512"] | None = None
@@ -247,6 +283,15 @@ class RouteConfig(_Model):
                 names.append(lower)
         return tuple(names)
 
+    @field_validator("allow_from")
+    @classmethod
+    def _allows_someone(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError(
+                "an empty allow_from refuses every request; leave it out to accept any address"
+            )
+        return value
+
     @field_validator("secrets")
     @classmethod
     def _no_empty_secret(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -285,12 +330,15 @@ class Config(_Model):
         listen: str | None = None,
         workers: int | None = None,
         broker: str | None = None,
+        admin_listen: str | None = None,
     ) -> Config:
         """Return a copy with command-line overrides applied; raise ``ConfigError`` if invalid."""
         server = self.server.model_dump()
         kafka = self.kafka.model_dump()
         if listen is not None:
             server["listen"] = listen
+        if admin_listen is not None:
+            server["admin_listen"] = admin_listen
         if workers is not None:
             server["workers"] = workers
         if broker is not None:
@@ -364,6 +412,23 @@ def _read_file_secrets(raw: dict[str, Any], base: Path) -> list[tuple[str, str]]
     return problems
 
 
+def _read_allow_lists(raw: dict[str, Any], base: Path) -> list[tuple[str, str]]:
+    """Replace each route's ``allow_from`` in place by the networks it lists (``file:PATH``
+    entries read, relative to the config's directory); problems name the entry as written."""
+    problems: list[tuple[str, str]] = []
+    routes = raw.get("routes")
+    if not isinstance(routes, list):
+        return problems
+    for i, route in enumerate(routes):
+        entries = route.get("allow_from") if isinstance(route, dict) else None
+        if not isinstance(entries, list):
+            continue
+        networks, wrong = allow.resolve(entries, base)
+        route["allow_from"] = networks
+        problems += [(f"routes[{i}].allow_from[{j}]", reason) for j, reason in wrong]
+    return problems
+
+
 def validate(raw: dict[str, Any], env: Mapping[str, str], base: Path = Path()) -> Config:
     """Expand, read secret files and validate a parsed TOML tree; raise ``ConfigError``.
 
@@ -373,6 +438,7 @@ def validate(raw: dict[str, Any], env: Mapping[str, str], base: Path = Path()) -
     """
     expanded, problems = expand_env(raw, env)
     problems += _read_file_secrets(expanded, base)
+    problems += _read_allow_lists(expanded, base)
     reported = [path for path, _ in problems]
     try:
         config: Config | None = Config.model_validate(expanded)

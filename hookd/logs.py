@@ -3,7 +3,14 @@
 hookd logs what an operator acts on: start-up and shutdown, broker state changes, reloads,
 and one line per refused request (status, reason, route, a request id). It never logs a
 secret, a signature, a query string or a body: the fields below are all it adds, and a
-refusal's reason names what was wrong, never a value received or expected.
+refusal's reason names what was wrong, never a value received or expected. The one value
+from a request it logs is the path of a request no route takes (404), without its query,
+its control characters escaped and cut at :data:`MAX_PATH_CHARS`: to find a provider URL
+with a typo or a trailing slash.
+
+Text lines end in ``name=value`` fields; string values are quoted (``reason="signature
+mismatch"``, JSON string escapes), numbers are not, so a field can be read back however it
+is spelled.
 """
 
 from __future__ import annotations
@@ -18,7 +25,45 @@ import orjson
 LogFormat = Literal["json", "text"]
 
 #: Extra fields a log call may carry (``log.info(..., extra={...})``), in output order.
-FIELDS = ("worker", "request_id", "route", "status", "reason", "source_ip", "duration_ms")
+FIELDS = (
+    "worker",
+    "request_id",
+    "route",
+    "path",
+    "status",
+    "reason",
+    "source_ip",
+    "duration_ms",
+)
+#: A logged request path is cut at this many characters (escapes counted), then ``…``.
+MAX_PATH_CHARS = 200
+
+
+def request_path(target: bytes) -> str:
+    """A request target as a log field: the path only (a query may hold a token), bytes
+    outside printable ASCII escaped (``\\x00``, ``\\xff``, a backslash as ``\\\\``), at
+    most :data:`MAX_PATH_CHARS` characters."""
+    path = target.partition(b"?")[0]
+    out: list[str] = []
+    size = 0
+    for byte in path:
+        if byte == 0x5C:
+            piece = "\\\\"
+        elif 0x20 < byte < 0x7F:
+            piece = chr(byte)
+        else:
+            piece = f"\\x{byte:02x}"
+        if size + len(piece) > MAX_PATH_CHARS:
+            return "".join(out) + "…"
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
+
+
+def _text_value(value: object) -> str:
+    if isinstance(value, str):
+        return orjson.dumps(value).decode()
+    return str(value)
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,7 +86,7 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(
-            f"{name}={value}"
+            f"{name}={_text_value(value)}"
             for name in FIELDS
             if (value := getattr(record, name, None)) is not None
         )

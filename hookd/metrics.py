@@ -41,6 +41,7 @@ class Metrics:
         self.verify_failures: Counter[tuple[str, str]] = Counter()
         self.delivery_failures: Counter[str] = Counter()
         self.dedup_hits: Counter[str] = Counter()
+        self.client_refusals: Counter[tuple[str, str]] = Counter()
         self.producer_rebuilds = 0
         self.spooled: Counter[str] = Counter()
         self.publish_latency = Histogram(LATENCY_BUCKETS)
@@ -52,6 +53,11 @@ class Metrics:
 
     def verify_failed(self, route: str, reason: str) -> None:
         self.verify_failures[route, reason] += 1
+
+    def client_refused(self, route: str, reason: str) -> None:
+        """A request or connection refused for where it came from: ``reason`` is one of a few
+        fixed words (``allow_from``, ``proxy_protocol_missing``, ...), never a value."""
+        self.client_refusals[route, reason] += 1
 
     def dedup_hit(self, route: str) -> None:
         self.dedup_hits[route] += 1
@@ -118,6 +124,17 @@ class Metrics:
             [
                 (f'reason="{_escape(reason)}"', n)
                 for reason, n in sorted(self.delivery_failures.items())
+            ],
+        )
+        _family(
+            lines,
+            "hookd_client_refusals_total",
+            "counter",
+            "Requests refused for their client's address (reason allow_from: 403), and "
+            "connections refused for their PROXY protocol header (route -), by reason.",
+            [
+                (f'route="{_escape(route)}",reason="{_escape(reason)}"', n)
+                for (route, reason), n in sorted(self.client_refusals.items())
             ],
         )
         _family(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from hookd.config import Config, ConfigError, RouteConfig, respond_within_s, topic_warnings
 from hookd.dedup import DedupWindow
+from hookd.net.networks import NetworkSet, parse_network
 from hookd.publish.ack import AckMode
 from hookd.record import KeyRule
 from hookd.verify import SCHEMES, SchemeConfigError, Verifier
@@ -28,6 +29,13 @@ class Route:
     #: Delivery ids already published; ``None`` when the route turned dedup off.
     dedup: DedupWindow | None
     config: RouteConfig
+    #: ``allow_from``: clients outside these networks get 403; ``None``: any client.
+    allow: NetworkSet | None = None
+
+    def allows(self, client: str) -> bool:
+        """Whether a request from ``client`` (its address, see hookd.net.client_address) may
+        be taken on this route."""
+        return self.allow is None or client in self.allow
 
 
 class RouteTable:
@@ -88,6 +96,7 @@ def build_routes(config: Config) -> RouteTable:
                 if route.dedup_entries
                 else None,
                 config=route,
+                allow=network_set(route.allow_from),
             )
         )
     if not config.routes:
@@ -97,10 +106,26 @@ def build_routes(config: Config) -> RouteTable:
     return RouteTable(tuple(routes))
 
 
+def network_set(networks: tuple[str, ...] | None) -> NetworkSet | None:
+    """Validated network strings (``allow_from``, ``trusted_proxies``) as a set to match."""
+    if networks is None:
+        return None
+    return NetworkSet(parse_network(network) for network in networks)
+
+
 def config_warnings(config: Config) -> list[tuple[str, str]]:
     """What is valid but likely a mistake, as ``(key path, what)``: ``hookd check`` prints
     these and ``hookd serve`` logs them at start. Never names a secret's value."""
-    found = topic_warnings(config)
+    found = [
+        (
+            f"server.trusted_proxies[{i}]",
+            f"{network} trusts every peer: any client can name its own address in "
+            "X-Forwarded-For or Forwarded; list only your proxies' networks",
+        )
+        for i, network in enumerate(config.server.trusted_proxies)
+        if network in ("0.0.0.0/0", "::/0")
+    ]
+    found += topic_warnings(config)
     for i, route in enumerate(config.routes):
         scheme = SCHEMES.get(route.verify)
         if scheme is None:
@@ -113,6 +138,8 @@ def config_warnings(config: Config) -> list[tuple[str, str]]:
 
 
 def _route_index(path: str) -> int:
+    if not path.startswith("routes["):
+        return -1
     _, _, rest = path.partition("[")
     number, _, _ = rest.partition("]")
     return int(number) if number.isdigit() else -1

@@ -95,7 +95,13 @@ class _Supervisor:
         for index in range(len(self._sockets)):
             self._start_worker(index)
         self._admin_pid = _fork(lambda: _admin_main(self._prepared, self._sockets))
-        log.info("supervisor: %d workers", len(self._sockets))
+        server = self._prepared.config.server
+        log.info(
+            "supervisor: %d workers listening on %s (admin %s)",
+            len(self._sockets),
+            server.listen,
+            server.admin_listen,
+        )
         while not self._stopping:
             if self._hup_pending:
                 self._remember_reload()
