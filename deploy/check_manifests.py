@@ -1,6 +1,9 @@
 """Check that deploy/ agrees with itself and with hookd: the Kubernetes manifests and the
 Quix Cloud descriptors parse, point at the same ports, names and paths, and their configs
-pass ``hookd check``.
+pass ``hookd check``. The Kubernetes part covers the Deployment and its StatefulSet variant
+(same pod but for the spool volume, same config but for [spool]), the Services, the
+ServiceMonitor and the NetworkPolicy, and the alert rules' spool bound
+(deploy/prometheus/alerts.yaml) against the StatefulSet's max_bytes.
 
     python deploy/check_manifests.py    # needs PyYAML (not a hookd dependency) and hookd
 
@@ -49,13 +52,29 @@ def hookd_check(config_text: str, env: dict[str, str]) -> None:
     check(run.returncode == 0, f"hookd check failed: {run.stderr.strip()}")
 
 
+def manifests() -> dict[tuple[str, str], dict]:
+    """Every object in deploy/kubernetes/*.yaml by (kind, name)."""
+    objects: dict[tuple[str, str], dict] = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") != "Kustomization":
+                key = (doc["kind"], doc["metadata"]["name"])
+                check(key not in objects, f"{path.name}: a second {key[0]} {key[1]}")
+                objects[key] = doc
+    return objects
+
+
 def kubernetes() -> None:
-    docs = {p.name: list(yaml.safe_load_all(p.read_text())) for p in sorted(K8S.glob("*.yaml"))}
-    kinds = {d["kind"]: d for docs_ in docs.values() for d in docs_ if d}
-    for kind in ("Deployment", "Service", "ConfigMap", "Secret"):
-        check(kind in kinds, f"deploy/kubernetes has no {kind}")
-    deployment, service = kinds["Deployment"], kinds["Service"]
-    config_map, secret = kinds["ConfigMap"], kinds["Secret"]
+    objects = manifests()
+    for key in (
+        ("Deployment", "hookd"),
+        ("Service", "hookd"),
+        ("ConfigMap", "hookd-config"),
+        ("Secret", "hookd-secrets"),
+    ):
+        check(key in objects, f"deploy/kubernetes has no {key[0]} {key[1]}")
+    deployment, service = objects["Deployment", "hookd"], objects["Service", "hookd"]
+    config_map, secret = objects["ConfigMap", "hookd-config"], objects["Secret", "hookd-secrets"]
     pod = deployment["spec"]["template"]
     spec = pod["spec"]
     container = spec["containers"][0]
@@ -110,6 +129,148 @@ def kubernetes() -> None:
     provided = set(secret["stringData"]) | {e["name"] for e in container.get("env", [])}
     check(env_refs <= provided, f"config needs {sorted(env_refs - provided)} from the Secret")
     hookd_check(config_text, {k: str(v) for k, v in secret["stringData"].items()})
+    kustomization(objects)
+    monitoring(objects, labels, ports)
+    statefulset(objects, config)
+
+
+def kustomization(objects: dict[tuple[str, str], dict]) -> None:
+    """Every file kustomization.yaml lists, or lists commented out, exists."""
+    text = (K8S / "kustomization.yaml").read_text()
+    listed = yaml.safe_load(text)["resources"]
+    commented = re.findall(r"(?m)^\s*#\s*-\s*(\S+\.yaml)\s*$", text)
+    for name in [*listed, *commented]:
+        check((K8S / name).is_file(), f"kustomization.yaml names {name}, which does not exist")
+    check(
+        not {"deployment.yaml", "statefulset.yaml"} <= set(listed),
+        "kustomization.yaml lists both the Deployment and the StatefulSet",
+    )
+
+
+def monitoring(objects: dict[tuple[str, str], dict], labels: dict, ports: dict) -> None:
+    """The admin Service, the ServiceMonitor and the NetworkPolicy select the hookd pods and
+    name the container's ports."""
+    admin = objects.get(("Service", "hookd-admin"))
+    monitor = objects.get(("ServiceMonitor", "hookd"))
+    policy = objects.get(("NetworkPolicy", "hookd"))
+    check(admin is not None, "deploy/kubernetes has no Service hookd-admin")
+    check(monitor is not None, "deploy/kubernetes has no ServiceMonitor hookd")
+    check(policy is not None, "deploy/kubernetes has no NetworkPolicy hookd")
+    if admin is None or monitor is None or policy is None:
+        return
+    spec = admin["spec"]
+    check(spec.get("clusterIP") == "None", "Service hookd-admin should be headless")
+    check(spec.get("publishNotReadyAddresses") is True, "hookd-admin must list unready pods")
+    check(spec["selector"].items() <= labels.items(), "Service hookd-admin selects no hookd pod")
+    check(
+        [(p["name"], p["port"], p["targetPort"]) for p in spec["ports"]]
+        == [("admin", ports["admin"], "admin")],
+        "Service hookd-admin must expose only the admin containerPort, as admin",
+    )
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    check(
+        selector.items() <= admin["metadata"]["labels"].items(),
+        "the ServiceMonitor does not select Service hookd-admin",
+    )
+    check(
+        not selector.items() <= objects["Service", "hookd"]["metadata"]["labels"].items(),
+        "the ServiceMonitor also selects the public Service, which has no admin port",
+    )
+    endpoints = monitor["spec"]["endpoints"]
+    check(
+        [(e["port"], e.get("path")) for e in endpoints] == [("admin", "/metrics")],
+        "the ServiceMonitor should scrape port admin, path /metrics",
+    )
+    pod_selector = policy["spec"]["podSelector"]["matchLabels"]
+    check(pod_selector.items() <= labels.items(), "the NetworkPolicy selects no hookd pod")
+    check(policy["spec"]["policyTypes"] == ["Ingress"], "the NetworkPolicy should be Ingress only")
+    open_to_all: set[object] = set()
+    restricted: set[object] = set()
+    for rule in policy["spec"]["ingress"]:
+        rule_ports = {p["port"] for p in rule.get("ports", [])}
+        check(rule_ports, "a NetworkPolicy rule without ports opens every port")
+        check(
+            rule_ports <= set(ports) | set(ports.values()),
+            f"the NetworkPolicy names ports the container does not have: {sorted(rule_ports)}",
+        )
+        (restricted if rule.get("from") else open_to_all).update(rule_ports)
+    check(open_to_all & {"http", ports["http"]}, "the NetworkPolicy must leave the http port open")
+    check(
+        not open_to_all & {"admin", ports["admin"]},
+        "the NetworkPolicy opens the admin port to everyone",
+    )
+    check(restricted & {"admin", ports["admin"]}, "the NetworkPolicy lets nobody scrape /metrics")
+
+
+def statefulset(objects: dict[tuple[str, str], dict], config: dict) -> None:
+    """The StatefulSet is the Deployment with a volume claim for the spool, and its config is
+    hookd-config with [spool] on that claim."""
+    sts = objects.get(("StatefulSet", "hookd"))
+    spool_map = objects.get(("ConfigMap", "hookd-config-spool"))
+    check(sts is not None, "deploy/kubernetes has no StatefulSet hookd")
+    check(spool_map is not None, "deploy/kubernetes has no ConfigMap hookd-config-spool")
+    if sts is None or spool_map is None:
+        return
+    deployment = objects["Deployment", "hookd"]
+    spec = sts["spec"]
+    check(spec.get("serviceName") == "hookd-admin", "StatefulSet serviceName should be hookd-admin")
+    check(spec["replicas"] == deployment["spec"]["replicas"], "StatefulSet and Deployment replicas")
+    check(
+        spec["selector"] == deployment["spec"]["selector"],
+        "StatefulSet and Deployment select different pods",
+    )
+    claims = {c["metadata"]["name"]: c for c in spec.get("volumeClaimTemplates", [])}
+    pod, expected = spec["template"], json.loads(json.dumps(deployment["spec"]["template"]))
+    # The Deployment's pod with the claim for its spool emptyDir and the spool ConfigMap.
+    volumes = expected["spec"]["volumes"]
+    expected["spec"]["volumes"] = [v for v in volumes if v["name"] not in claims]
+    for volume in expected["spec"]["volumes"]:
+        if volume.get("configMap", {}).get("name") == "hookd-config":
+            volume["configMap"]["name"] = "hookd-config-spool"
+    check(pod == expected, "the StatefulSet's pod template differs from the Deployment's")
+    mounts = {m["name"]: m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    spool_config = tomllib.loads(spool_map["data"]["hookd.toml"])
+    spool = spool_config.pop("spool", None)
+    check(spool is not None, "hookd-config-spool has no [spool]")
+    check(
+        spool_config == {k: v for k, v in config.items() if k != "spool"},
+        "hookd-config-spool differs from hookd-config other than in [spool]",
+    )
+    if spool is None:
+        return
+    on_claim = [n for n in claims if spool["path"].startswith(mounts.get(n, "//") + "/")]
+    check(on_claim, f"[spool] path {spool['path']} is not on a volumeClaimTemplate")
+    for name in on_claim:
+        storage = claims[name]["spec"]["resources"]["requests"]["storage"]
+        check(
+            spool["max_bytes"] * config["server"].get("workers", 1) < _bytes(storage),
+            f"[spool] max_bytes does not fit the {storage} claim",
+        )
+    secret = objects["Secret", "hookd-secrets"]
+    hookd_check(
+        spool_map["data"]["hookd.toml"], {k: str(v) for k, v in secret["stringData"].items()}
+    )
+    # The alert on a nearly full spool compares hookd_spool_bytes with a constant.
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yaml").read_text())
+    [near_full] = [
+        r["expr"]
+        for g in rules["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "HookdSpoolNearFull"
+    ]
+    bound = re.search(r"0\.8 \* (\d+)", near_full)
+    workers = config["server"].get("workers", 1)
+    check(
+        bound is not None and int(bound.group(1)) == spool["max_bytes"] * workers,
+        "HookdSpoolNearFull's bound is not 0.8 x the StatefulSet's max_bytes x workers",
+    )
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9}
+    match = re.fullmatch(r"(\d+)([A-Za-z]*)", quantity)
+    assert match is not None, quantity
+    return int(match.group(1)) * units.get(match.group(2), 1)
 
 
 def quix() -> None:
