@@ -235,6 +235,8 @@ class HttpProtocol(asyncio.Protocol):
     # -- events from the parser -----------------------------------------------------------
 
     def _advance(self) -> None:
+        """Act on the parser's events until it needs bytes, or the connection must not go on:
+        a request waits to be durable, the client is not reading, or the connection closed."""
         parser = self._parser
         while self._transport is not None and not self._write_paused:
             state = self._state
@@ -289,11 +291,14 @@ class HttpProtocol(asyncio.Protocol):
         self._enter(_State.BODY)
 
     def _on_body(self, data: bytes) -> None:
+        """Keep a piece of the body; a chunked body learns its size only as it arrives, so
+        the route's limit is checked here too (a Content-Length one was checked at its head)."""
         exchange = self._exchange
         assert exchange is not None and exchange.route is not None
-        exchange.parts.append(data)
         if self._parser.body_received > exchange.route.max_body_bytes:
             self._respond(exchange.route.path, responses.BODY_TOO_LARGE)
+            return
+        exchange.parts.append(data)
 
     def _await_body(self) -> None:
         """The body is partly in: count what arrived against ``max_in_flight_bytes`` (503 and
