@@ -170,6 +170,14 @@ class Hookd:
             "1 when the broker answered recently and deliveries are not failing.",
             lambda: int(health.answering(time.monotonic()) and health.failing_reason() is None),
         )
+        # hookd_route_silent: the routes with expect_every_s, as the table is now (reloads)
+        self.metrics.expect_traffic(
+            lambda: [
+                (route.path, route.config.expect_every_s)
+                for route in ctx.routes.routes
+                if route.config.expect_every_s is not None
+            ]
+        )
         if spool is not None:
             gauge(
                 "hookd_spool_dead_letters",

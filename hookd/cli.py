@@ -1,9 +1,10 @@
-"""``hookd serve | check | sign | spool``."""
+"""``hookd serve | check | sign | send | spool``."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import logging
 import os
@@ -12,7 +13,6 @@ import signal
 import sys
 import time
 import tomllib
-import uuid
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ from typing import Any
 from hookd import __version__
 from hookd.config import Config, ConfigError, load, validate
 from hookd.logs import configure as configure_logging
-from hookd.routing import RouteTable, build_routes, config_warnings
+from hookd.routing import Route, RouteTable, build_routes, config_warnings
 from hookd.verify import SCHEMES, CannotSign
 
 EXIT_CONFIG = 2
@@ -38,15 +38,6 @@ EXPORT_ENCODING_HELP = (
 
 
 CONFIG_HELP = "TOML config file (default: $HOOKD_CONFIG_TOML's text, else $HOOKD_CONFIG)"
-
-
-def sample_body() -> bytes:
-    """A Segment ``track`` event with a fresh ``messageId`` (what the example route keys by)."""
-    message_id = f"hookd-{uuid.uuid4()}"
-    return (
-        b'{"type":"track","messageId":"' + message_id.encode() + b'","event":"hookd test",'
-        b'"properties":{"source":"hookd sign"}}'
-    )
 
 
 #: The whole config as TOML text, for platforms where a deployment variable is easier to
@@ -180,13 +171,22 @@ def cmd_check(args: argparse.Namespace) -> int:
                 if route.config.allow_from is None
                 else f" allow_from={len(route.config.allow_from)} networks"
             )
+            + (
+                ""
+                if route.config.expect_every_s is None
+                else f" expect_every_s={route.config.expect_every_s:g}"
+            )
         )
     for path, what in config_warnings(config):
         print(f"WARNING: {path}: {what}", file=sys.stderr)
     return 0
 
 
-def cmd_sign(args: argparse.Namespace) -> int:
+def _route_and_body(
+    args: argparse.Namespace,
+) -> tuple[Config, Route, bytes | None] | int:
+    """The config, ``--route``'s route and ``--body``'s bytes (``None``: the provider's
+    sample); an exit status after saying what is wrong."""
     config, routes = _load(args)
     route = routes.lookup(args.route.encode())
     if route is None:
@@ -194,34 +194,77 @@ def cmd_sign(args: argparse.Namespace) -> int:
         print(f"error: no route {args.route!r} (routes: {known})", file=sys.stderr)
         return EXIT_CONFIG
     if args.body is None:
-        body = sample_body()
-    elif args.body == "-":
-        body = sys.stdin.buffer.read()
-    else:
-        body = Path(args.body).read_bytes()
+        return config, route, None
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        print("error: hookd sign needs a UTF-8 body to print it in a command", file=sys.stderr)
+        body = sys.stdin.buffer.read() if args.body == "-" else Path(args.body).read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read --body {args.body}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_CONFIG
+    return config, route, body
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from hookd import send
+
+    found = _route_and_body(args)
+    if isinstance(found, int):
+        return found
+    config, route, body = found
     try:
-        headers = route.verifier.sign(body, route.path_bytes, time.time())
+        delivery = send.delivery(route, body=body, event=args.event)
     except CannotSign as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    listen = config.server.listen_address
-    host = "127.0.0.1" if listen.host in ("0.0.0.0", "::", "") else listen.host
-    url = (
-        f"http://{host}:{listen.port}{route.path}"
-        if ":" not in host
-        else f"http://[{host}]:{listen.port}{route.path}"
-    )
-    parts = ["curl", "-sS", "-i", "-X", "POST", url, "-H", "Content-Type: application/json"]
-    for name, value in headers:
+    try:
+        text = delivery.body.decode("utf-8")
+    except UnicodeDecodeError:
+        print("error: hookd sign needs a UTF-8 body to print it in a command", file=sys.stderr)
+        return EXIT_CONFIG
+    parts = ["curl", "-sS", "-i", "-X", "POST", send.default_url(config, route)]
+    for name, value in delivery.headers:
         parts += ["-H", f"{name}: {value}"]
     parts += ["--data-binary", text]
     print(" ".join(shlex.quote(part) for part in parts))
     return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """Post ``--count`` deliveries signed as the route's provider signs them; exit 0 when
+    every answer is 2xx, 1 otherwise, 2 for a config or route problem."""
+    from hookd import send
+
+    found = _route_and_body(args)
+    if isinstance(found, int):
+        return found
+    config, route, body = found
+    url = args.url or send.default_url(config, route)
+    try:
+        sender = send.Sender(url)
+    except ValueError as exc:
+        print(f"error: --url: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.event is not None and send.default_event(route.scheme) is None:
+        print(f"note: {route.scheme} deliveries carry no event type; --event is ignored")
+    target = send.target_of(url)
+    failed = 0
+    try:
+        for index in range(1, args.count + 1):
+            try:
+                delivery = send.delivery(route, body=body, event=args.event, target=target)
+            except CannotSign as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+            try:
+                answer = sender.post(delivery)
+            except (OSError, http.client.HTTPException) as exc:
+                print(f"{index}/{args.count} error: POST {url}: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            print(send.report_line(index, args.count, delivery, answer), flush=True)
+            failed += not 200 <= answer.status < 300
+    finally:
+        sender.close()
+    return 1 if failed else 0
 
 
 def cmd_spool(args: argparse.Namespace) -> int:
@@ -341,10 +384,43 @@ def parser() -> argparse.ArgumentParser:
     sign = sub.add_parser("sign", help="print a curl command that the route accepts")
     sign.add_argument("--config", help=CONFIG_HELP)
     sign.add_argument("--route", required=True, help="the route's path, e.g. /segment")
-    sign.add_argument("--body", help="body file, or - for stdin (default: a sample JSON event)")
+    sign.add_argument(
+        "--body", help="body file, or - for stdin (default: the provider's sample event)"
+    )
+    sign.add_argument("--event", help="the event type (default: the provider's sample's)")
     sign.set_defaults(run=cmd_sign)
+    send = sub.add_parser(
+        "send",
+        help="post deliveries signed as the route's provider signs them",
+        description="Post --count deliveries to the route, each as its provider sends it: "
+        "the provider's sample body (or --body), a fresh delivery id, the event type, "
+        "timestamp headers and the signature, one per configured secret where the provider's "
+        "header carries several. Prints status, answer and time per request. Exit status: 0 "
+        "every answer 2xx, 1 otherwise, 2 config or route problem (asymmetric schemes cannot "
+        "be signed).",
+    )
+    send.add_argument("--config", help=CONFIG_HELP)
+    send.add_argument("--route", required=True, help="the route's path, e.g. /github")
+    send.add_argument("--event", help="the event type (default: the provider's sample's)")
+    send.add_argument(
+        "--body",
+        help="body file, or - for stdin, sent as is every time (default: a fresh sample "
+        "event of the provider's shape per request)",
+    )
+    send.add_argument(
+        "--url", help="where to post (default: the config's listen address + the route path)"
+    )
+    send.add_argument("--count", type=_positive_int, default=1, help="deliveries (default 1)")
+    send.set_defaults(run=cmd_send)
     _spool_parser(sub)
     return top
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return number
 
 
 def _positive_seconds(value: str) -> float:

@@ -229,6 +229,9 @@ class RouteConfig(_Model):
     forward_headers: tuple[str, ...] | None = None
     #: Copy the raw query string into the record as ``hookd-query``.
     forward_query: bool = False
+    #: The sender is expected to deliver at least this often: ``hookd_route_silent`` is 1
+    #: while the route accepted nothing for longer (the HookdSourceSilent alert).
+    expect_every_s: PositiveFloat | None = None
     #: Per-route overrides of ``[kafka] topic_partitions`` / ``topic_replication_factor``.
     topic_partitions: PositiveInt | None = None
     topic_replication_factor: PositiveInt | None = None

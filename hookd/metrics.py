@@ -6,6 +6,7 @@ Plain dicts and ints: an increment on the request path is a dict update, nothing
 from __future__ import annotations
 
 import bisect
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
@@ -16,6 +17,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 #: Answer time as a fraction of the route's respond_within_s: coarse where answers are quick,
 #: fine approaching 1 (the deadline), and two buckets past it for late answers.
 DEADLINE_USED_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.5, 2.0)
+#: The route label of a request no route took (unknown path, refused before routing).
+NO_ROUTE = "-"
 
 
 class Histogram:
@@ -34,9 +37,15 @@ class Histogram:
 
 
 class Metrics:
-    """Everything hookd counts. Gauges are read at render time from the callables given."""
+    """Everything hookd counts. Gauges are read at render time from the callables given.
 
-    def __init__(self) -> None:
+    ``clock`` (unix seconds) stamps the last accepted and rejected request per route, and
+    dates the process start that ``hookd_route_silent`` counts from before any request came.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self.started_at = clock()
         self.requests: Counter[tuple[str, int]] = Counter()
         self.verify_failures: Counter[tuple[str, str]] = Counter()
         self.delivery_failures: Counter[str] = Counter()
@@ -47,9 +56,36 @@ class Metrics:
         self.publish_latency = Histogram(LATENCY_BUCKETS)
         self.deadline_used_by_route: dict[str, Histogram] = {}
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        #: Route -> unix time of its last 2xx (dedup hits and handshakes included) / 4xx.
+        self.last_accepted: dict[str, float] = {}
+        self.last_rejected: dict[str, float] = {}
+        self._expected: Callable[[], Iterable[tuple[str, float]]] = tuple
 
     def request(self, route: str, status: int) -> None:
+        """An answer on ``route`` (``NO_ROUTE`` before routing); a 2xx also stamps the route's
+        last accepted time, a 4xx its last rejected time."""
         self.requests[route, status] += 1
+        if route != NO_ROUTE:
+            if 200 <= status < 300:
+                self.last_accepted[route] = self._clock()
+            elif 400 <= status < 500:
+                self.last_rejected[route] = self._clock()
+
+    def expect_traffic(self, expected: Callable[[], Iterable[tuple[str, float]]]) -> None:
+        """``expected()``, read at render time (a reload changes the routes): ``(route,
+        expect_every_s)`` for each route with ``expect_every_s``, the ones that get a
+        ``hookd_route_silent`` sample."""
+        self._expected = expected
+
+    def silent(self, now: float | None = None) -> list[tuple[str, int]]:
+        """``(route, 1)`` for a route that accepted nothing for longer than its
+        ``expect_every_s`` (counted from this process's start when it accepted nothing yet),
+        ``(route, 0)`` for one that did."""
+        now = self._clock() if now is None else now
+        return [
+            (route, int(now - self.last_accepted.get(route, self.started_at) > every))
+            for route, every in sorted(self._expected())
+        ]
 
     def verify_failed(self, route: str, reason: str) -> None:
         self.verify_failures[route, reason] += 1
@@ -176,6 +212,29 @@ class Metrics:
                 for route, histogram in sorted(self.deadline_used_by_route.items())
             ],
         )
+        _family(
+            lines,
+            "hookd_last_accepted_timestamp_seconds",
+            "gauge",
+            "Unix time of the route's last request answered 2xx (redeliveries and handshakes "
+            "included); absent until the first.",
+            [(f'route="{_escape(route)}"', t) for route, t in sorted(self.last_accepted.items())],
+        )
+        _family(
+            lines,
+            "hookd_last_rejected_timestamp_seconds",
+            "gauge",
+            "Unix time of the route's last request answered 4xx; absent until the first.",
+            [(f'route="{_escape(route)}"', t) for route, t in sorted(self.last_rejected.items())],
+        )
+        _family(
+            lines,
+            "hookd_route_silent",
+            "gauge",
+            "1 when a route with expect_every_s accepted nothing for longer than that (counted "
+            "from the process start before its first request), else 0.",
+            [(f'route="{_escape(route)}"', silent) for route, silent in self.silent()],
+        )
         for name, (help_text, read) in sorted(self.gauges.items()):
             _family(lines, name, "gauge", help_text, [("", read())])
         return ("\n".join(lines) + "\n").encode()
@@ -213,14 +272,24 @@ def _escape(value: str) -> str:
 
 
 #: Families whose samples are not added up across workers.
-_MERGE_MAX = frozenset({"hookd_build_info", "hookd_spool_oldest_age_seconds"})
-_MERGE_MIN = frozenset({"hookd_broker_up"})
+_MERGE_MAX = frozenset(
+    {
+        "hookd_build_info",
+        "hookd_spool_oldest_age_seconds",
+        "hookd_last_accepted_timestamp_seconds",
+        "hookd_last_rejected_timestamp_seconds",
+    }
+)
+_MERGE_MIN = frozenset({"hookd_broker_up", "hookd_route_silent"})
 
 
 def merge_expositions(texts: Iterable[bytes]) -> bytes:
     """Several workers' ``render()`` output as one: counters, histograms and most gauges add
-    up; ``hookd_broker_up`` is the minimum (down if any worker cannot reach the broker), build
-    info and the oldest spooled record's age the maximum."""
+    up; ``hookd_broker_up`` is the minimum (down if any worker cannot reach the broker), and so
+    is ``hookd_route_silent`` (a route is silent only when every worker is: the kernel spreads
+    a sender's connections over them, so one worker's silence says nothing). Build info, the
+    oldest spooled record's age and the last accepted / rejected times are the maximum (the
+    latest of any worker)."""
     headers: dict[str, list[str]] = {}
     samples: dict[str, dict[str, float]] = {}
     for text in texts:
