@@ -20,8 +20,19 @@ Per (scenario, server) run:
 Servers and scenarios are data (SERVERS, SIZES, CONNECTIONS): a server that refuses its
 config, exits or never answers 2xx is reported as skipped with the reason, never silently.
 
+The servers: hookd (ack=kafka and ack=spool); the primary peer, uvicorn[standard] (httptools,
+uvloop) + Starlette + confluent-kafka, which is what a Python user would deploy instead; and a
+ceiling, a bare uvloop server answering a canned 200 without verifying or publishing (this
+core's limit). Extra rows on request: uvicorn on h11 (no httptools) and the seed's Flask +
+waitress.
+
+``--workers N`` adds a scaling scenario: each server with 1 and with N worker processes, the
+server pinned to N cores and wrk and the broker on the others; it needs N + 2 CPUs and is
+reported as skipped, with the reason, on a smaller machine.
+
 Usage: .venv/bin/python bench/run.py [--quick] [--rounds 3 --duration 10 --warmup 5]
-       [--servers hookd-kafka,flask-waitress] [--sizes 1k,16k] [--connections keepalive]
+       [--servers hookd-kafka,uvicorn-httptools|all] [--sizes 1k,16k]
+       [--connections keepalive] [--workers N]
 """
 
 from __future__ import annotations
@@ -62,6 +73,8 @@ PEERS = BENCH / "peers"
 TOPIC = "bench"
 ROUTE = "/segment"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: The CPUs the bench may use, read before the harness pins itself to the load CPU.
+ALLOWED_CPUS: tuple[int, ...] = tuple(sorted(os.sched_getaffinity(0)))
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
@@ -70,15 +83,25 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """One load shape: body size and connection reuse. The server variant is separate."""
+    """One load shape: body size and connection reuse. The server variant is separate.
+
+    ``scaling`` is 0 for the main table (one server process on one core). In the ``--workers
+    N`` scenario it is N, and ``workers`` is 1 or N: both runs use the same wide layout
+    (server cores 0..N-1, broker and wrk on the others), so that they compare.
+    """
 
     size_name: str
     body_bytes: int
     connection: str  # "keepalive" | "close"
+    workers: int = 1
+    scaling: int = 0
 
     @property
     def name(self) -> str:
-        return f"{self.size_name} {self.connection}"
+        base = f"{self.size_name} {self.connection}"
+        if not self.scaling:
+            return base
+        return f"{base}, {self.workers} worker{'s' if self.workers > 1 else ''}"
 
 
 SIZES: dict[str, int] = {"1k": 1024, "16k": 16 * 1024, "256k": 256 * 1024}
@@ -94,6 +117,7 @@ class RunContext:
     broker: str
     secret: str
     workdir: Path
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +126,12 @@ class ServerSpec:
 
     name: str
     label: str
-    family: str  # "hookd" | "peer"
+    family: str  # "hookd" | "peer" | "ceiling"
     command: Callable[[RunContext], list[str]]
     notes: str = ""
+    primary: bool = False  # the peer that hookd's headline ratios are against
+    publishes: bool = True  # False: no records check (the ceiling publishes nothing)
+    scales: bool = True  # runs N worker processes when asked (the --workers scenario)
 
 
 def _python() -> str:
@@ -126,7 +153,7 @@ def _hookd_command(ack: str) -> Callable[[RunContext], list[str]]:
             "[server]\n"
             f'listen = "127.0.0.1:{ctx.port}"\n'
             f'admin_listen = "127.0.0.1:{ctx.admin_port}"\n'
-            "workers = 1\n\n"
+            f"workers = {ctx.workers}\n\n"
             "[kafka]\n"
             f'broker_address = "{ctx.broker}"\n'
             "ack_timeout_s = 8\n"
@@ -147,11 +174,14 @@ def _hookd_command(ack: str) -> Callable[[RunContext], list[str]]:
     return build
 
 
-def _peer_command(script: str) -> Callable[[RunContext], list[str]]:
+def _peer_command(script: str, *extra: str) -> Callable[[RunContext], list[str]]:
     def build(ctx: RunContext) -> list[str]:
         return [
             _python(),
             str(PEERS / script),
+            *extra,
+            "--workers",
+            str(ctx.workers),
             "--port",
             str(ctx.port),
             "--broker",
@@ -171,20 +201,115 @@ SERVERS: tuple[ServerSpec, ...] = (
     ServerSpec("hookd-kafka", "hookd ack=kafka", "hookd", _hookd_command("kafka")),
     ServerSpec("hookd-spool", "hookd ack=spool", "hookd", _hookd_command("spool")),
     ServerSpec(
+        "uvicorn-httptools",
+        "uvicorn[standard] (httptools, uvloop) + Starlette + confluent-kafka",
+        "peer",
+        _peer_command("starlette_uvicorn.py", "--http", "httptools"),
+        notes="the primary peer: uvicorn as `pip install 'uvicorn[standard]'` runs it, with "
+        "http='httptools' and loop='uvloop' passed by name (no silent h11 fallback); "
+        "awaits a future resolved by the delivery report",
+        primary=True,
+    ),
+    ServerSpec(
+        "ceiling",
+        "ceiling: bare uvloop, canned 200 (no verify, no publish)",
+        "ceiling",
+        _peer_command("ceiling.py"),
+        notes="NOT a webhook receiver: finds the end of each request (head + Content-Length "
+        "body) and answers a canned 200; verifies nothing, publishes nothing, so it has no "
+        "records check. The least CPU per request a Python server on uvloop can spend here",
+        publishes=False,
+    ),
+    ServerSpec(
+        "uvicorn-h11",
+        "uvicorn h11 (no httptools) + Starlette + confluent-kafka",
+        "peer",
+        _peer_command("starlette_uvicorn.py", "--http", "h11"),
+        notes="extra row: the primary peer's code with http='h11' (pure Python), as uvicorn "
+        "runs when httptools is missing; not what `uvicorn[standard]` users run",
+    ),
+    ServerSpec(
         "flask-waitress",
         "Flask+waitress (quixstreams)",
         "peer",
         _peer_command("flask_waitress.py"),
-        notes="waitress threads=16 (WAITRESS_THREADS), waits on the delivery report",
-    ),
-    ServerSpec(
-        "starlette-uvicorn",
-        "Starlette+uvicorn (confluent-kafka)",
-        "peer",
-        _peer_command("starlette_uvicorn.py"),
-        notes="uvloop; awaits a future resolved by the delivery report",
+        notes="extra row: the seed's receiver; waitress threads=16 (WAITRESS_THREADS), waits "
+        "on the delivery report",
+        scales=False,
     ),
 )
+
+#: What `make bench` runs: hookd both ways, the primary peer and the ceiling. The extra rows
+#: (uvicorn on h11, Flask + waitress) answer other questions and would add half again to a
+#: run that already takes about half an hour; ``--servers all`` includes them.
+DEFAULT_SERVERS: tuple[str, ...] = ("hookd-kafka", "hookd-spool", "uvicorn-httptools", "ceiling")
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Which CPUs the server, wrk (and this harness) and the broker get, and wrk's shape."""
+
+    server: tuple[int, ...]
+    load: tuple[int, ...]
+    broker: tuple[int, ...]
+    wrk_threads: int
+    wrk_connections: int
+
+    def describe(self) -> str:
+        return (
+            f"server on CPU {_cpus(self.server)}; wrk -t{self.wrk_threads} "
+            f"-c{self.wrk_connections} on CPU {_cpus(self.load)}; broker (Tansu, memory) on "
+            f"CPU {_cpus(self.broker)}; harness on CPU {_cpus(self.load)}"
+        )
+
+
+def _cpus(cpus: tuple[int, ...]) -> str:
+    """taskset's CPU list: "0" or "0-3" or "0,2"."""
+    if len(cpus) > 1 and list(cpus) == list(range(cpus[0], cpus[-1] + 1)):
+        return f"{cpus[0]}-{cpus[-1]}"
+    return ",".join(map(str, cpus))
+
+
+def main_layout(args: argparse.Namespace) -> Layout:
+    """The main table: the server alone on one CPU, wrk and the broker on another."""
+    return Layout(
+        (args.server_cpu,), (args.load_cpu,), (args.broker_cpu,), 1, args.connections_count
+    )
+
+
+def scaling_cpus(n: int) -> tuple[list[int], str | None]:
+    """The CPUs this process may use, and why the ``--workers n`` scenario cannot run, if so."""
+    cpus = list(ALLOWED_CPUS)
+    need = n + 2
+    if len(cpus) < need:
+        return cpus, (
+            f"--workers {n} needs at least {need} CPUs ({n} for the server's workers, 1 for "
+            f"the broker, 1 or more for wrk) and this machine gives the bench {len(cpus)} "
+            f"(CPUs {_cpus(tuple(cpus))}); run it on a bigger machine"
+        )
+    return cpus, None
+
+
+def scaling_layout(args: argparse.Namespace, scenario: Scenario) -> Layout:
+    """``--workers N``: the server on the first ``workers`` of N cores, broker on the next,
+    wrk (one thread per CPU) on the rest; -c is the main -c times N, the same for 1 and N
+    workers so that the two runs see the same offered concurrency."""
+    cpus, reason = scaling_cpus(scenario.scaling)
+    if reason:
+        raise Skip(reason)
+    n = scenario.scaling
+    load = tuple(cpus[n + 1 :])
+    return Layout(
+        tuple(cpus[: scenario.workers]),
+        load,
+        (cpus[n],),
+        len(load),
+        args.connections_count * n,
+    )
+
+
+def layout_for(args: argparse.Namespace, scenario: Scenario) -> Layout:
+    return scaling_layout(args, scenario) if scenario.scaling else main_layout(args)
 
 
 # --------------------------------------------------------------------------- bodies
@@ -327,10 +452,15 @@ def cpu_jiffies() -> dict[int, tuple[int, int, int]]:
     return times
 
 
-def cpu_busy_pct(before: dict[int, tuple[int, int, int]], cpu: int) -> tuple[float, float]:
-    """(busy %, steal %) of one CPU since ``before``."""
+def cpu_busy_pct(
+    before: dict[int, tuple[int, int, int]], cpus: tuple[int, ...]
+) -> tuple[float, float]:
+    """(busy %, steal %) of a set of CPUs since ``before``; 100 % = all of them busy."""
     after = cpu_jiffies()
-    busy, steal, total = (a - b for a, b in zip(after[cpu], before[cpu], strict=True))
+    busy = steal = total = 0
+    for cpu in cpus:
+        b, s, t = (a - b for a, b in zip(after[cpu], before[cpu], strict=True))
+        busy, steal, total = busy + b, steal + s, total + t
     return (100 * busy / total, 100 * steal / total) if total else (0.0, 0.0)
 
 
@@ -365,13 +495,13 @@ def port_answers(port: int) -> bool:
 
 
 class Managed:
-    """A child process in its own session, pinned to a CPU, always stopped by ``stop()``."""
+    """A child process in its own session, pinned to CPUs, always stopped by ``stop()``."""
 
-    def __init__(self, name: str, argv: list[str], cpu: int, log: Path) -> None:
+    def __init__(self, name: str, argv: list[str], cpus: tuple[int, ...], log: Path) -> None:
         self.name = name
         self.log = log
         self._log_file = log.open("wb")
-        self.argv = ["taskset", "-c", str(cpu), *argv]
+        self.argv = ["taskset", "-c", _cpus(cpus), *argv]
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
             self.argv,
@@ -420,7 +550,7 @@ def tansu_binary() -> Path:
 
 
 @contextlib.contextmanager
-def broker(cpu: int, log: Path) -> Iterator[tuple[str, Managed]]:
+def broker(cpus: tuple[int, ...], log: Path) -> Iterator[tuple[str, Managed]]:
     """A fresh memory-only Tansu broker with the topic created; stopped on exit."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -429,7 +559,7 @@ def broker(cpu: int, log: Path) -> Iterator[tuple[str, Managed]]:
     proc = Managed(
         "tansu",
         [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
-        cpu,
+        cpus,
         log,
     )
     try:
@@ -518,14 +648,20 @@ def run_wrk(
     bodies: Path,
     scenario: Scenario,
     args: argparse.Namespace,
+    layout: Layout,
     duration: float,
     server_pid: int,
     broker_pid: int,
 ) -> Round:
-    """Run wrk once, pinned to the load CPU, and measure server/broker/wrk CPU around it."""
+    """Run wrk once, pinned to the load CPUs, and measure server/broker/wrk CPU around it.
+
+    Percentages are of the CPU set: server CPU % of the server's cores (100 % = all of them
+    saturated); load CPU % of wrk's cores plus the broker's, or, when the broker has cores of
+    its own, the busier of the two sets.
+    """
     argv = [
-        "taskset", "-c", str(args.load_cpu),
-        "wrk", "-t1", f"-c{args.connections_count}", f"-d{duration:g}s",
+        "taskset", "-c", _cpus(layout.load),
+        "wrk", f"-t{layout.wrk_threads}", f"-c{layout.wrk_connections}", f"-d{duration:g}s",
         f"--timeout={args.wrk_timeout:g}s", "-s", str(LUA_SCRIPT),
         f"http://127.0.0.1:{port}{ROUTE}", "--", str(bodies), scenario.connection,
     ]  # fmt: skip
@@ -536,8 +672,8 @@ def run_wrk(
     wall = time.monotonic() - wall0
     server_cpu = cpu_seconds(server_pid) - server0
     broker_cpu = cpu_seconds(broker_pid) - broker0
-    server_busy, steal = cpu_busy_pct(jiffies0, args.server_cpu)
-    load_busy, _ = cpu_busy_pct(jiffies0, args.load_cpu)
+    server_busy, steal = cpu_busy_pct(jiffies0, layout.server)
+    load_busy, _ = cpu_busy_pct(jiffies0, layout.load)
     after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     # wrk is the only child reaped in this window, so the RUSAGE_CHILDREN delta is wrk's
     wrk_cpu = (after_children.ru_utime + after_children.ru_stime) - (
@@ -552,9 +688,18 @@ def run_wrk(
     errors = raw["errors"]
     requests, seconds = raw["requests"], raw["duration_us"] / 1e6
     pct = raw["latency_us"]["percentiles"]
-    server_pct = 100 * server_cpu / wall
-    load_pct = 100 * (wrk_cpu + (broker_cpu if args.broker_cpu == args.load_cpu else 0)) / wall
-    broker_elsewhere = 100 * broker_cpu / wall if args.broker_cpu == args.server_cpu else 0
+    server_pct = 100 * server_cpu / wall / len(layout.server)
+    broker_on_server = bool(set(layout.broker) & set(layout.server))
+    broker_on_load = set(layout.broker) <= set(layout.load)
+    wrk_pct = 100 * wrk_cpu / wall / len(layout.load)
+    if broker_on_load:
+        load_pct = 100 * (wrk_cpu + broker_cpu) / wall / len(layout.load)
+    elif broker_on_server:
+        load_pct = wrk_pct
+    else:
+        load_pct = max(wrk_pct, 100 * broker_cpu / wall / len(layout.broker))
+    broker_elsewhere = 100 * broker_cpu / wall / len(layout.server) if broker_on_server else 0
+    wrk_on_load = wrk_cpu + (broker_cpu if broker_on_load else 0)
     return Round(
         requests=requests,
         duration_s=seconds,
@@ -570,13 +715,13 @@ def run_wrk(
         server_cpu_pct=server_pct,
         load_cpu_pct=load_pct,
         foreign_server_cpu_pct=max(0.0, server_busy - server_pct - broker_elsewhere),
-        foreign_load_cpu_pct=max(0.0, load_busy - load_pct),
+        foreign_load_cpu_pct=max(0.0, load_busy - 100 * wrk_on_load / wall / len(layout.load)),
         steal_pct=steal,
         raw=raw,
     )
 
 
-def wait_for_quiet(args: argparse.Namespace, server_pid: int) -> None:
+def wait_for_quiet(args: argparse.Namespace, layout: Layout, server_pid: int) -> None:
     """Before a round, wait (up to --quiet-wait s) until others leave the server's CPU alone.
 
     The idle server's own CPU (a poll loop, a timer) is subtracted, so only foreign load
@@ -586,8 +731,8 @@ def wait_for_quiet(args: argparse.Namespace, server_pid: int) -> None:
     while True:
         jiffies0, own0 = cpu_jiffies(), cpu_seconds(server_pid)
         time.sleep(1.0)
-        busy, _ = cpu_busy_pct(jiffies0, args.server_cpu)
-        foreign = busy - 100 * (cpu_seconds(server_pid) - own0)
+        busy, _ = cpu_busy_pct(jiffies0, layout.server)
+        foreign = busy - 100 * (cpu_seconds(server_pid) - own0) / len(layout.server)
         if foreign <= args.max_foreign_cpu / 2 or time.monotonic() > deadline:
             return
 
@@ -651,22 +796,32 @@ def run_one(
     logdir: Path,
 ) -> dict[str, Any]:
     tag = f"{server.name}-{scenario.size_name}-{scenario.connection}"
+    if scenario.scaling:
+        tag += f"-w{scenario.workers}of{scenario.scaling}"
+        if not server.scales:
+            raise Skip(f"{server.label} runs one process; it has no workers to scale")
+    layout = layout_for(args, scenario)
+    # the harness stays on the load side, off the server's CPUs
+    os.sched_setaffinity(0, set(layout.load))
     result: dict[str, Any] = {
         **_identity(server, scenario),
         "status": "ok",
+        "layout": asdict(layout),
         "hookd_sources": hookd_digest(),
         "flags": [],  # problems: errors, lost records, a load side that limits the numbers
         "notes": [],  # worth knowing, not a problem
     }
     with (
         tempfile.TemporaryDirectory(prefix=f"bench-{tag}-") as tmp,
-        broker(args.broker_cpu, logdir / f"{tag}.broker.log") as (address, broker_proc),
+        broker(layout.broker, logdir / f"{tag}.broker.log") as (address, broker_proc),
     ):
-        ctx = RunContext(free_port(), free_port(), address, secret, Path(tmp))
+        ctx = RunContext(
+            free_port(), free_port(), address, secret, Path(tmp), workers=scenario.workers
+        )
         argv = server.command(ctx)
         if not Path(argv[0]).exists():
             raise Skip(f"{argv[0]} does not exist")
-        proc = Managed(server.name, argv, args.server_cpu, logdir / f"{tag}.server.log")
+        proc = Managed(server.name, argv, layout.server, logdir / f"{tag}.server.log")
         result["command"] = shlex.join(proc.argv)
         try:
             # startup: first TCP accept, then the first signed POST answered 2xx
@@ -705,17 +860,17 @@ def run_one(
                 time.sleep(0.05)
             result["startup"] = {"port_s": port_s, "ready_s": ready_s}
 
-            wrk_args = (ctx.port, bodies, scenario, args)
+            wrk_args = (ctx.port, bodies, scenario, args, layout)
             warm = run_wrk(*wrk_args, args.warmup, proc.pid, broker_proc.pid)
             rounds, discarded = [], []
             while len(rounds) < args.rounds:
-                wait_for_quiet(args, proc.pid)
+                wait_for_quiet(args, layout, proc.pid)
                 measured = run_wrk(*wrk_args, args.duration, proc.pid, broker_proc.pid)
                 contended = measured.foreign_server_cpu_pct > args.max_foreign_cpu
                 if contended and len(discarded) < args.retries:
                     print(
                         f"    round discarded: other processes took "
-                        f"{measured.foreign_server_cpu_pct:.0f}% of CPU {args.server_cpu}",
+                        f"{measured.foreign_server_cpu_pct:.0f}% of CPU {_cpus(layout.server)}",
                         flush=True,
                     )
                     discarded.append(measured)
@@ -725,13 +880,26 @@ def run_one(
                 raise RuntimeError(f"server died during the run:\n{proc.log_tail()}")
             result["memory_after"] = memory_kb(proc.pid)
             result["broker_memory_after"] = memory_kb(broker_proc.pid)
+            # what the server says it runs (the peers' "bench-peer:" line: parser and loop)
+            result["reported"] = sorted(
+                {
+                    re.sub(r" pid=\d+$", "", line.strip())
+                    for line in proc.log_tail(1000).splitlines()
+                    if line.startswith(("bench-peer:", "bench-ceiling:"))
+                }
+            )
 
             answered_2xx = probe_ok + sum(r.ok_responses for r in [warm, *discarded, *rounds])
-            consumed = count_records(address, answered_2xx, args.verify_patience)
+            if server.publishes:
+                consumed = count_records(address, answered_2xx, args.verify_patience)
+                ok = consumed >= answered_2xx
+            else:
+                consumed, ok = 0, True
             result["records"] = {
                 "answered_2xx": answered_2xx,
                 "consumed": consumed,
-                "ok": consumed >= answered_2xx,
+                "ok": ok,
+                "checked": server.publishes,
             }
         finally:
             proc.stop()
@@ -769,7 +937,13 @@ def run_one(
             f"in a round (after {len(discarded)} retries)"
         )
     foreign_load = result["median"]["foreign_load_cpu_pct"]
-    if foreign_load > args.max_foreign_cpu:
+    if load_starved(result, args.max_foreign_cpu):
+        flags.append(
+            f"contended (load side): other processes took {foreign_load:.0f}% of the load CPU "
+            f"while the server used {result['median']['server_cpu_pct']:.0f}% of its own: wrk "
+            "was starved, so req/s is low and CPU us/req is not the saturated figure"
+        )
+    elif foreign_load > args.max_foreign_cpu:
         result["notes"].append(f"other processes took {foreign_load:.0f}% of the load CPU")
     if discarded:
         result["notes"].append(f"{len(discarded)} contended round(s) discarded and rerun")
@@ -782,6 +956,23 @@ def run_one(
     elif load > 90:
         result["notes"].append(f"load CPU {load:.0f}% busy, server still CPU-bound ({busy:.0f}%)")
     return result
+
+
+def load_starved(result: dict[str, Any], max_foreign_cpu: float) -> bool:
+    """Others took the load CPU while the server had CPU to spare: wrk was starved.
+
+    The server's CPU per request is then not its saturated figure (fewer requests per loop
+    iteration), and its req/s says more about the neighbours than about the server. Not
+    applied to the ceiling: wrk is its limit by design, and at tens of thousands of requests/s
+    the loopback's softirq time on the load CPU (no process's) reads as "others".
+    """
+    m = result.get("median") or {}
+    return (
+        result.get("status") == "ok"
+        and result.get("family") != "ceiling"
+        and m.get("foreign_load_cpu_pct", 0) > max_foreign_cpu
+        and m.get("server_cpu_pct", 100) < 90
+    )
 
 
 def _round_dict(r: Round) -> dict[str, Any]:
@@ -854,8 +1045,54 @@ def _fmt(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+RESULT_HEADER = [
+    "| scenario | server | req/s | p50 ms | p99 ms | CPU µs/req | server CPU % | "
+    "others on server CPU % | load CPU % | RSS MB | PSS MB | port s | ready s | non-2xx "
+    "| records ok | flags |",
+    "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|",
+]
+
+
+def _result_rows(results: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for r in results:
+        if r["status"] != "ok":
+            lines.append(
+                f"| {r['scenario']} | {r['label']} | {r['status']}: "
+                f"{r['reason'].splitlines()[0][:160]} |" + " |" * 13
+            )
+            continue
+        m, mem, st, rec = r["median"], r["memory_after"], r["startup"], r["records"]
+        if not rec.get("checked", True):
+            records = "n/a (publishes nothing)"
+        else:
+            records = (
+                f"{'yes' if rec['ok'] else '**NO**'} ({rec['consumed']}/{rec['answered_2xx']})"
+            )
+        lines.append(
+            f"| {r['scenario']} | {r['label']} | {_fmt(m['rps'])} | {_fmt(m['p50_ms'], 2)} | "
+            f"{_fmt(m['p99_ms'], 2)} | {_fmt(m['cpu_us_per_req'])} | "
+            f"{_fmt(m['server_cpu_pct'])} | {_fmt(m['foreign_server_cpu_pct'])} | "
+            f"{_fmt(m['load_cpu_pct'])} | "
+            f"{_fmt(mem['rss_kb'] / 1024, 1)} | {_fmt(mem['pss_kb'] / 1024, 1)} | "
+            f"{_fmt(st['port_s'], 2)} | {_fmt(st['ready_s'], 2)} | {r['non_2xx']} | "
+            f"{records} | {'; '.join(r['flags']) or ''} |"
+        )
+    return lines
+
+
+def is_main(r: dict[str, Any]) -> bool:
+    """A row of the main table (one process, one core), not of the --workers scenario."""
+    return not r.get("scaling")
+
+
 def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
     a = meta["args"]
+    main_results = [r for r in results if is_main(r)]
+    scaling_results = [r for r in results if not is_main(r)]
+    layout = Layout(
+        (a["server_cpu"],), (a["load_cpu"],), (a["broker_cpu"],), 1, a["connections_count"]
+    )
     lines = [
         "# hookd benchmark results",
         "",
@@ -863,13 +1100,18 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         f"- **Command**: `{meta['command']}`",
         f"- **Machine**: {meta['machine']['cpu']}, {meta['machine']['cpus']} CPUs, "
         f"{meta['machine']['memory']}, Linux {meta['machine']['kernel']}",
-        f"- **Pinning**: server on CPU {a['server_cpu']}; wrk on CPU {a['load_cpu']}; "
-        f"broker (Tansu, memory) on CPU {a['broker_cpu']}; harness on CPU {a['load_cpu']}",
+        f"- **Pinning**: {layout.describe()}",
         f"- **Load**: wrk -t1 -c{a['connections_count']}, {a['warmup']:g} s warm-up, then "
         f"{a['rounds']} x {a['duration']:g} s; medians of the rounds. Bodies: "
         f"{a['pool']} distinct signed Segment `track` events per size.",
         "- **Versions**: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
     ]
+    scaling = meta.get("scaling")
+    if scaling:
+        lines.append(f"- **Workers scenario** (`--workers {scaling['workers']}`): " + (
+            f"SKIPPED: {scaling['reason']}" if scaling["status"] == "skipped"
+            else f"{scaling['size']} {scaling['connection']}, {scaling['layout']}"
+        ))  # fmt: skip
     for rerun in meta.get("reruns", []):
         lines.append(
             f"- **Rerun** {rerun['date']} (`{rerun['command']}`), same load settings, of the "
@@ -891,43 +1133,45 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
     lines += [
         "",
         "CPU µs/req = server process tree utime+stime over the measured window ÷ requests. "
-        "Server CPU % is of one core (100 % = CPU-bound). Load CPU % = wrk"
+        "Server CPU % is of the server's cores (100 % = CPU-bound). Load CPU % = wrk"
         + (" + broker" if a["broker_cpu"] == a["load_cpu"] else "")
         + f" on CPU {a['load_cpu']}. Others on server CPU % = CPU {a['server_cpu']} busy minus "
         "the server's own time: other processes on this shared machine (a round over "
         f"{a['max_foreign_cpu']:g} % is rerun, up to {a['retries']} times, then flagged). "
-        "Records: read back from the topic, must be ≥ answered 2xx.",
+        "Records: read back from the topic, must be ≥ answered 2xx (the ceiling publishes "
+        "nothing: n/a).",
         "",
         "## Results",
         "",
-        "| scenario | server | req/s | p50 ms | p99 ms | CPU µs/req | server CPU % | "
-        "others on server CPU % | load CPU % | RSS MB | PSS MB | port s | ready s | non-2xx "
-        "| records ok | flags |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|",
+        *RESULT_HEADER,
+        *_result_rows(main_results),
     ]
-    for r in results:
-        if r["status"] != "ok":
-            lines.append(
-                f"| {r['scenario']} | {r['label']} | {r['status']}: "
-                f"{r['reason'].splitlines()[0][:160]} |" + " |" * 13
-            )
-            continue
-        m, mem, st, rec = r["median"], r["memory_after"], r["startup"], r["records"]
-        lines.append(
-            f"| {r['scenario']} | {r['label']} | {_fmt(m['rps'])} | {_fmt(m['p50_ms'], 2)} | "
-            f"{_fmt(m['p99_ms'], 2)} | {_fmt(m['cpu_us_per_req'])} | "
-            f"{_fmt(m['server_cpu_pct'])} | {_fmt(m['foreign_server_cpu_pct'])} | "
-            f"{_fmt(m['load_cpu_pct'])} | "
-            f"{_fmt(mem['rss_kb'] / 1024, 1)} | {_fmt(mem['pss_kb'] / 1024, 1)} | "
-            f"{_fmt(st['port_s'], 2)} | {_fmt(st['ready_s'], 2)} | {r['non_2xx']} | "
-            f"{'yes' if rec['ok'] else '**NO**'} ({rec['consumed']}/{rec['answered_2xx']}) | "
-            f"{'; '.join(r['flags']) or ''} |"
-        )
     lines += ["", "## hookd / peer ratios", ""]
-    ratio_rows = ratios(results)
+    primary = [s for s in SERVERS if s.primary]
+    extras = [s for s in SERVERS if s.family == "peer" and not s.primary]
+    ratio_rows = ratios(main_results, primary)
     if ratio_rows:
         lines += [
-            "req/s ratio > 1: hookd serves more; CPU ratio < 1: hookd spends less CPU per request.",
+            f"Against the primary peer, **{primary[0].label}**: what a Python user would deploy "
+            "instead. req/s ratio > 1: hookd serves more; CPU ratio < 1: hookd spends less CPU "
+            "per request; p99 ratio < 1: hookd's tail is shorter.",
+            "",
+            "| scenario | hookd | req/s hookd/peer | CPU µs/req hookd/peer | p99 hookd/peer |",
+            "|---|---|--:|--:|--:|",
+        ]
+        lines += [
+            f"| {s} | {h} | {rps:.2f} | {cpu:.2f} | {p99:.2f} |"
+            for s, h, _p, rps, cpu, p99 in ratio_rows
+        ]
+    else:
+        lines.append(
+            "No ratios: hookd and the primary peer have no successful run in the same scenario."
+        )
+    extra_rows = ratios(main_results, extras)
+    if extra_rows:
+        lines += [
+            "",
+            "Against the extra rows (not the headline):",
             "",
             "| scenario | hookd | peer | req/s hookd/peer | CPU µs/req hookd/peer "
             "| p99 hookd/peer |",
@@ -935,11 +1179,32 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         ]
         lines += [
             f"| {s} | {h} | {p} | {rps:.2f} | {cpu:.2f} | {p99:.2f} |"
-            for s, h, p, rps, cpu, p99 in ratio_rows
+            for s, h, p, rps, cpu, p99 in extra_rows
         ]
-    else:
-        lines.append("No ratios: hookd has no successful run in this result set.")
-    spool_rows = spool_ratios(results)
+    ceiling_rows = ceiling_ratios(main_results)
+    if ceiling_rows:
+        lines += [
+            "",
+            "## hookd / ceiling",
+            "",
+            "The ceiling answers a canned 200 and **neither verifies nor publishes**: its CPU µs "
+            "per request is the least a Python server on uvloop spends here on accepting, "
+            "reading, framing and answering. CPU ÷ ceiling = how many times that floor a server "
+            "spends (the rest is its HTTP handling, verification and publishing); req/s ÷ "
+            "ceiling = the fraction of this core's limit it reaches. When the ceiling row is "
+            "flagged as limited by the load side, its req/s is a lower bound (so req/s ÷ "
+            "ceiling overstates), and its CPU µs/req still holds.",
+            "",
+            "| scenario | server | CPU µs/req | ceiling CPU µs/req | CPU server/ceiling "
+            "| req/s server/ceiling |",
+            "|---|---|--:|--:|--:|--:|",
+        ]
+        lines += [
+            f"| {s} | {label} | {_fmt(m['cpu_us_per_req'])} | {_fmt(c['cpu_us_per_req'])} | "
+            f"{m['cpu_us_per_req'] / c['cpu_us_per_req']:.2f} | {m['rps'] / c['rps']:.2f} |"
+            for s, label, m, c in ceiling_rows
+        ]
+    spool_rows = spool_ratios(main_results)
     if spool_rows:
         lines += [
             "",
@@ -960,6 +1225,7 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
             f" | {_fmt(k['rps'])} | {_fmt(sp['rps'])} |"
             for s, k, sp in spool_rows
         ]
+    lines += _scaling_section(scaling, scaling_results)
     skipped = [r for r in results if r["status"] != "ok"]
     if skipped:
         lines += ["", "## Skipped (not measured)", ""]
@@ -976,19 +1242,73 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
     if noted:
         lines += ["", "## Notes", ""]
         lines += [f"- {r['label']}, {r['scenario']}: {'; '.join(r['notes'])}" for r in noted]
-    notes = [s for s in SERVERS if s.notes and s.name in {r["server"] for r in results}]
+    ran = {r["server"] for r in results}
+    notes = [s for s in SERVERS if s.name in ran]
     if notes:
         lines += ["", "## Server notes", ""]
-        lines += [f"- {s.label}: {s.notes}" for s in notes]
+        for spec in notes:
+            said = sorted({line for r in results if r["server"] == spec.name
+                           for line in r.get("reported", [])})  # fmt: skip
+            text = spec.notes or ""
+            if said:
+                text += (
+                    ("; " if text else "")
+                    + "it reported at start-up: "
+                    + "; ".join(f"`{line}`" for line in said)
+                )
+            if text:
+                lines.append(f"- {spec.label}: {text}")
     return "\n".join(lines) + "\n"
 
 
-def ratios(results: list[dict[str, Any]]) -> list[tuple[str, str, str, float, float, float]]:
-    ok = {(r["server"], r["scenario"]): r for r in results if r["status"] == "ok"}
+def _scaling_section(scaling: dict[str, Any] | None, rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "## Scaling (`--workers N`)", ""]
+    if not scaling:
+        return [*lines, "Not run (`--workers 0` or fewer than 2)."]
+    n = scaling["workers"]
+    if scaling["status"] == "skipped":
+        return [*lines, f"**Skipped, not measured**: {scaling['reason']}."]
+    lines += [
+        f"Each server with 1 worker process and with {n} ({scaling['size']} "
+        f"{scaling['connection']}), in one layout for both: {scaling['layout']}. hookd runs "
+        f"`workers = N` (SO_REUSEPORT), uvicorn `--workers N`, the ceiling N forked processes. "
+        f"Server CPU % is of the server's cores. Scaling efficiency = req/s with {n} workers "
+        f"÷ ({n} x req/s with 1); 1.00 is linear.",
+        "",
+        *RESULT_HEADER,
+        *_result_rows(rows),
+        "",
+        f"| server | req/s, 1 worker | req/s, {n} workers | CPU µs/req, 1 | CPU µs/req, {n} "
+        "| scaling efficiency |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    ok = {(r["server"], r["workers"]): r for r in rows if r["status"] == "ok"}
+    for spec in SERVERS:
+        one, many = ok.get((spec.name, 1)), ok.get((spec.name, n))
+        if one and many:
+            m1, mn = one["median"], many["median"]
+            mark = " (flagged)" if one["flags"] or many["flags"] else ""
+            lines.append(
+                f"| {spec.label}{mark} | {_fmt(m1['rps'])} | {_fmt(mn['rps'])} | "
+                f"{_fmt(m1['cpu_us_per_req'])} | {_fmt(mn['cpu_us_per_req'])} | "
+                f"{mn['rps'] / (n * m1['rps']):.2f} |"
+            )
+    return lines
+
+
+def _ok(results: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(r["server"], r["scenario"]): r for r in results if r["status"] == "ok"}
+
+
+def ratios(
+    results: list[dict[str, Any]], peers: list[ServerSpec]
+) -> list[tuple[str, str, str, float, float, float]]:
+    """``(scenario, hookd label, peer label, req/s, CPU/req, p99)``, each hookd ÷ peer."""
+    ok = _ok(results)
     rows = []
     for scenario in dict.fromkeys(r["scenario"] for r in results):
         for hookd in (s for s in SERVERS if s.family == "hookd"):
-            for peer in (s for s in SERVERS if s.family == "peer"):
+            for peer in peers:
                 h, p = ok.get((hookd.name, scenario)), ok.get((peer.name, scenario))
                 if h and p:
                     hm, pm = h["median"], p["median"]
@@ -1003,6 +1323,25 @@ def ratios(results: list[dict[str, Any]]) -> list[tuple[str, str, str, float, fl
                             hm["p99_ms"] / pm["p99_ms"],
                         )
                     )
+    return rows
+
+
+def ceiling_ratios(
+    results: list[dict[str, Any]],
+) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """``(scenario, label, its median, the ceiling's median)`` for hookd and the primary peer."""
+    ok = _ok(results)
+    rows = []
+    for scenario in dict.fromkeys(r["scenario"] for r in results):
+        ceiling = ok.get(("ceiling", scenario))
+        if not ceiling:
+            continue
+        for spec in SERVERS:
+            if spec.family == "hookd" or spec.primary:
+                other = ok.get((spec.name, scenario))
+                if other:
+                    mark = " (flagged)" if other["flags"] or ceiling["flags"] else ""
+                    rows.append((scenario + mark, spec.label, other["median"], ceiling["median"]))
     return rows
 
 
@@ -1030,9 +1369,14 @@ def chart(path: Path, meta: dict[str, Any], results: list[dict[str, Any]]) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # the main table only; the ceiling's bars (several times hookd's req/s) would flatten
+    # every other bar, so it is left to results.md
+    results = [r for r in results if is_main(r) and r.get("family") != "ceiling"]
     scenarios = list(dict.fromkeys(r["scenario"] for r in results))
     servers = [s for s in SERVERS if any(r["server"] == s.name for r in results)]
-    ok = {(r["server"], r["scenario"]): r for r in results if r["status"] == "ok"}
+    ok = _ok(results)
+    if not scenarios:
+        return
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.6 * len(scenarios) + 3), 8.5), sharex=True)
     width = 0.8 / max(1, len(servers))
     for panel, (key, title) in zip(
@@ -1065,7 +1409,7 @@ def chart(path: Path, meta: dict[str, Any], results: list[dict[str, Any]]) -> No
     fig.suptitle(
         f"hookd vs peers — {meta['date'][:10]}, {meta['machine']['cpu']}, server on 1 pinned CPU, "
         f"wrk -c{a['connections_count']}, median of {a['rounds']}x{a['duration']:g}s; "
-        "red ! = flagged run (see results.md)",
+        "red ! = flagged run; the ceiling row is in results.md",
         fontsize=9,
     )
     fig.tight_layout()
@@ -1085,13 +1429,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10, help="seconds per round")
     parser.add_argument("--warmup", type=float, default=5, help="seconds of warm-up")
     parser.add_argument("-c", "--connections-count", type=int, default=50, help="wrk -c")
-    parser.add_argument("--servers", default=",".join(s.name for s in SERVERS))
+    parser.add_argument(
+        "--servers",
+        default=",".join(DEFAULT_SERVERS),
+        help=f"comma-separated, or 'all'; from {', '.join(s.name for s in SERVERS)}",
+    )
     parser.add_argument("--sizes", default=",".join(SIZES))
     parser.add_argument("--connections", default=",".join(CONNECTIONS), help="keepalive,close")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1, help="wrk and this harness")
     parser.add_argument("--broker-cpu", type=int, default=1)
     parser.add_argument("--pool", type=int, default=64, help="distinct bodies per size")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="the scaling scenario: each server with 1 and with N workers on N pinned cores, "
+        "load and broker on the others (needs N+2 CPUs; skipped, with the reason, on fewer); "
+        "0 turns it off",
+    )
     parser.add_argument(
         "--max-foreign-cpu",
         type=float,
@@ -1120,6 +1476,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.out = BENCH / "results" / ("quick" if args.quick else "")
     known = {s.name for s in SERVERS}
     args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if args.server_list == ["all"]:
+        args.server_list = [s.name for s in SERVERS]
     args.size_list = [s.strip() for s in args.sizes.split(",") if s.strip()]
     args.connection_list = [s.strip() for s in args.connections.split(",") if s.strip()]
     for name, chosen, allowed in (
@@ -1186,6 +1544,11 @@ def main(argv: list[str] | None = None) -> int:
     jobs: list[tuple[int | None, Scenario, ServerSpec]] = [
         (None, scenario, server) for scenario in scenarios for server in servers
     ]
+    if args.workers >= 2:
+        meta["scaling"], scaling_scenarios = plan_scaling(args)
+        jobs += [(None, scenario, server) for scenario in scaling_scenarios for server in servers]
+        if meta["scaling"]["status"] == "skipped":
+            print(f"bench: workers scenario SKIPPED: {meta['scaling']['reason']}", flush=True)
     if args.rerun_contended:
         meta, results, jobs = _contended_jobs(out, args, meta)
     print(f"bench: {len(jobs)} runs, {meta['machine']['cpu']}, logs in {logdir}", flush=True)
@@ -1217,11 +1580,34 @@ def main(argv: list[str] | None = None) -> int:
             print("    " + _summary(result), flush=True)
             write_report(out, meta, results)  # partial results survive a crash
     print(f"bench: wrote {out / 'results.md'}, results.json, chart.png", flush=True)
-    for row in ratios(results):
+    main_results = [r for r in results if is_main(r)]
+    for row in ratios(main_results, [s for s in SERVERS if s.family == "peer"]):
         print(f"    ratio {row[0]:<15} {row[1]} / {row[2]}: req/s x{row[3]:.2f}, "
-              f"CPU/req x{row[4]:.2f}")  # fmt: skip
+              f"CPU/req x{row[4]:.2f}, p99 x{row[5]:.2f}")  # fmt: skip
+    for scenario, label, m, c in ceiling_ratios(main_results):
+        cpu = m["cpu_us_per_req"] / c["cpu_us_per_req"]
+        print(f"    ceiling {scenario:<15} {label}: CPU/req x{cpu:.2f} the ceiling's, "
+              f"req/s x{m['rps'] / c['rps']:.2f}")  # fmt: skip
     bad = [r for r in results if r["status"] == "ok" and not r["records"]["ok"]]
     return 1 if bad else 0
+
+
+def plan_scaling(args: argparse.Namespace) -> tuple[dict[str, Any], list[Scenario]]:
+    """The --workers N scenario: its description for results.md, and its scenarios (none when
+    the machine is too small; the description then says why)."""
+    n = args.workers
+    size, connection = args.size_list[0], args.connection_list[0]
+    described: dict[str, Any] = {"workers": n, "size": size, "connection": connection}
+    _cpus_seen, reason = scaling_cpus(n)
+    if reason:
+        return described | {"status": "skipped", "reason": reason}, []
+    scenarios = [Scenario(size, SIZES[size], connection, w, n) for w in (1, n)]
+    layouts = [scaling_layout(args, scenario) for scenario in scenarios]
+    described |= {
+        "status": "planned",
+        "layout": f"{layouts[1].describe()} (1 worker: CPU {_cpus(layouts[0].server)})",
+    }
+    return described, scenarios
 
 
 def _contended_jobs(
@@ -1242,9 +1628,21 @@ def _contended_jobs(
         setattr(args, key, old_meta["args"][key])
     by_name = {s.name: s for s in SERVERS}
     jobs: list[tuple[int | None, Scenario, ServerSpec]] = [
-        (i, Scenario(r["size"], SIZES[r["size"]], r["connection"]), by_name[r["server"]])
+        (
+            i,
+            Scenario(
+                r["size"],
+                SIZES[r["size"]],
+                r["connection"],
+                r.get("workers", 1),
+                r.get("scaling", 0),
+            ),
+            by_name[r["server"]],
+        )
         for i, r in enumerate(results)
-        if r["status"] == "failed" or any(f.startswith("contended") for f in r["flags"])
+        if r["status"] == "failed"
+        or any(f.startswith("contended") for f in r["flags"])
+        or load_starved(r, old_meta["args"]["max_foreign_cpu"])
     ]
     old_meta.setdefault("reruns", []).append(
         {
@@ -1266,6 +1664,8 @@ def _identity(server: ServerSpec, scenario: Scenario) -> dict[str, Any]:
         "scenario": scenario.name,
         "size": scenario.size_name,
         "connection": scenario.connection,
+        "workers": scenario.workers,
+        "scaling": scenario.scaling,
     }
 
 
@@ -1285,13 +1685,18 @@ def _summary(r: dict[str, Any]) -> str:
         return f"{r['status'].upper()}: " + r["reason"].replace("\n", "\n        ")
     m, rec = r["median"], r["records"]
     check = "OK" if rec["ok"] else "FAILED"
+    records = (
+        f"records check {check}: {rec['consumed']} records in the topic, "
+        f"{rec['answered_2xx']} answered 2xx"
+        if rec.get("checked", True)
+        else f"no records check (publishes nothing), {rec['answered_2xx']} answered 2xx"
+    )
     text = (
         f"{m['rps']:,.0f} req/s  p50 {m['p50_ms']:.2f} ms  p99 {m['p99_ms']:.2f} ms  "
         f"{m['cpu_us_per_req']:,.0f} CPU µs/req  server CPU {m['server_cpu_pct']:.0f}%  "
         f"load CPU {m['load_cpu_pct']:.0f}%  others {m['foreign_server_cpu_pct']:.0f}%  "
         f"ready {r['startup']['ready_s']:.2f}s\n"
-        f"    records check {check}: {rec['consumed']} records in the topic, "
-        f"{rec['answered_2xx']} answered 2xx"
+        f"    {records}"
     )
     if r["flags"]:
         text += "\n    FLAGS: " + "; ".join(r["flags"])

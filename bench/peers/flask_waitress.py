@@ -104,6 +104,10 @@ def create_app(settings: PeerSettings) -> Flask:
 
 def main() -> None:
     settings = parse_settings(__doc__.splitlines()[0])
+    if settings.workers != 1:
+        raise SystemExit(
+            "flask-waitress: one process (waitress threads); --workers is not supported"
+        )
     # waitress logs "Task queue depth is N" whenever requests wait for a thread, which under
     # benchmark load is every request: that stderr line would cost the peer CPU, not its work.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)

@@ -1,32 +1,47 @@
 """The async peer: Starlette on uvicorn, publishing with confluent-kafka directly.
 
-This is the "modern Python" answer to the same job: an async Starlette handler verifies the
-Segment signature with ``hmac.compare_digest``, produces with ``confluent_kafka.Producer``
-(``acks=all``, idempotence, ``linger.ms=2``, the settings hookd uses) and awaits an asyncio
-future that the delivery report resolves, so it answers 200 only after the broker's ack.
+This is the "modern Python" answer to the same job, run the way its users run it: uvicorn as
+``pip install "uvicorn[standard]"`` installs it (httptools parses HTTP, uvloop runs the loop),
+an async Starlette handler that verifies the Segment signature with ``hmac.compare_digest``, and
+``confluent_kafka.Producer`` (``acks=all``, idempotence, ``linger.ms=2``, the settings hookd
+uses) whose delivery report resolves an asyncio future, so it answers 200 only after the
+broker's ack.
+
+The HTTP implementation and the loop are passed to uvicorn by name (``--http httptools``,
+the default, and ``loop="uvloop"``), never ``auto``: without httptools uvicorn's ``auto``
+quietly falls back to pure-Python h11, which is what an earlier version of this benchmark
+measured by mistake. Here a missing httptools stops the peer at start-up, and every worker
+prints one ``bench-peer:`` line naming the parser and loop it really runs, which bench/run.py
+records. ``--http h11`` is the labelled extra row (uvicorn without httptools).
 
 Delivery reports fire only inside ``poll()``; a task on the event loop polls without blocking
 (``poll(0)``), so the callbacks run on the loop thread and can resolve futures directly. It
 sleeps 1 ms when nothing was delivered: that bounds the added latency and costs some idle CPU,
 which the benchmark's CPU-per-request figure includes.
 
-uvicorn picks httptools when installed and h11 otherwise; bench/run.py records which one.
+``--workers N`` runs N uvicorn worker processes (uvicorn's own ``--workers``: a supervisor
+that spawns them, one shared socket); each worker has its own producer.
 
 Run: ``python bench/peers/starlette_uvicorn.py --port 8082 --broker 127.0.0.1:9092
---topic bench --secret s3cret`` (or the ``BENCH_*`` environment variables, see common.py).
+--topic bench --secret s3cret [--http httptools|h11] [--workers N]`` (or the ``BENCH_*``
+environment variables, see common.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import hashlib
 import hmac
+import importlib.metadata
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
 
 import uvicorn
-from common import PeerSettings, parse_settings
+from common import PeerSettings, export_settings, parse_settings
 from confluent_kafka import KafkaError, Message, Producer
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -107,6 +122,7 @@ def create_app(settings: PeerSettings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        report_runtime(settings.extra.get("http", "httptools"))
         poller = asyncio.create_task(publisher.poll_forever())
         try:
             yield
@@ -117,17 +133,70 @@ def create_app(settings: PeerSettings) -> Starlette:
     return Starlette(routes=[Route(settings.path, segment, methods=["POST"])], lifespan=lifespan)
 
 
-def main() -> None:
-    settings = parse_settings(__doc__.splitlines()[0])
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="auto",
-        log_level="warning",
-        access_log=False,
+def report_runtime(http: str) -> None:
+    """Print what this worker really runs; refuse to serve on a loop other than uvloop."""
+    loop = asyncio.get_running_loop()
+    loop_name = f"{type(loop).__module__}.{type(loop).__qualname__}"
+    if not type(loop).__module__.startswith("uvloop"):
+        raise RuntimeError(f"bench-peer: expected a uvloop loop, running {loop_name}")
+    parser = "h11 " + importlib.metadata.version("h11")
+    if http == "httptools":
+        import httptools
+
+        parser = f"httptools {httptools.__version__}"
+    print(
+        f"bench-peer: uvicorn {uvicorn.__version__} http={http} ({parser}) loop=uvloop "
+        f"({loop_name} {importlib.metadata.version('uvloop')}) pid={os.getpid()}",
+        flush=True,
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--http",
+        choices=("httptools", "h11"),
+        default=os.environ.get("BENCH_UVICORN_HTTP", "httptools"),
+        help="uvicorn's HTTP implementation, by name (never 'auto')",
+    )
+
+
+def settings_from_env() -> PeerSettings:
+    """The settings again, in a uvicorn worker process (spawned: it only has the env)."""
+    return parse_settings(__doc__.splitlines()[0], add_arguments, argv=[])
+
+
+def app_from_env() -> Starlette:
+    """uvicorn's app factory for ``--workers N`` (it needs an import string, not an app)."""
+    return create_app(settings_from_env())
+
+
+def main() -> None:
+    settings = parse_settings(__doc__.splitlines()[0], add_arguments)
+    http = settings.extra["http"]
+    if http == "httptools":
+        try:
+            import httptools  # noqa: F401
+        except ImportError:
+            sys.exit(
+                "bench-peer: --http httptools, but httptools is not installed; "
+                "install the peer as its users do: pip install 'uvicorn[standard]'"
+            )
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "http": http,  # by name: a missing parser fails here instead of falling back
+        "loop": "uvloop",
+        "log_level": "warning",
+        "access_log": False,
+    }
+    if settings.workers > 1:
+        export_settings(settings)
+        os.environ["BENCH_UVICORN_HTTP"] = http
+        uvicorn.run(
+            "starlette_uvicorn:app_from_env", factory=True, workers=settings.workers, **options
+        )
+    else:
+        uvicorn.run(create_app(settings), **options)
 
 
 if __name__ == "__main__":
