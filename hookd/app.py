@@ -137,7 +137,7 @@ class Hookd:
             KafkaCluster(config, prepared.broker),
             metrics,
             ack_timeout_s=config.kafka.ack_timeout_s,
-            topics={route.topic for route in prepared.routes.routes},
+            topics=wanted_topics(config, prepared.routes),
             topic_names=prepared.topic_names,
             connected=prepared.online,
         )
@@ -359,10 +359,18 @@ def prepare(config: Config, reread: Callable[[], Config] | None = None) -> Prepa
         )
         return Prepared(config, routes, cluster.broker, online=False, reread=reread)
     try:
-        names = cluster.resolve(sorted({route.topic for route in routes.routes}))
+        names = cluster.resolve(sorted(wanted_topics(config, routes)))
     except ClusterError as exc:
         raise StartupError(f"cannot resolve topics on the broker: {exc}") from None
     return Prepared(config, routes, cluster.broker, names, reread=reread)
+
+
+def wanted_topics(config: Config, routes: RouteTable) -> set[str]:
+    """The topics hookd produces to: its routes', and ``[kafka] rejects_topic``."""
+    topics = {route.topic for route in routes.routes}
+    if config.kafka.rejects_topic is not None:
+        topics.add(config.kafka.rejects_topic)
+    return topics
 
 
 def reloaded_config(prepared: Prepared) -> Config:

@@ -109,6 +109,15 @@ def parse_host_port(value: str) -> HostPort:
     return HostPort(host, number)
 
 
+def _kafka_topic_name(value: str) -> str:
+    if not _TOPIC_NAME.fullmatch(value) or value in (".", ".."):
+        raise ValueError(
+            f"{value!r} is not a Kafka topic name: 1 to 249 of a-z A-Z 0-9 . _ -, "
+            'and not "." or ".."'
+        )
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -179,7 +188,15 @@ class KafkaConfig(_Model):
     #: replication factor 1 on plain Kafka, the Portal's defaults on Quix Cloud.
     topic_partitions: PositiveInt | None = None
     topic_replication_factor: PositiveInt | None = None
+    #: One record per request refused on a known route (401, 403, 413, 400 after routing), to
+    #: this topic, rate-limited per route; unset: none (hookd.rejects, README "The rejects topic").
+    rejects_topic: str | None = None
     extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("rejects_topic")
+    @classmethod
+    def _rejects_topic_name(cls, value: str | None) -> str | None:
+        return None if value is None else _kafka_topic_name(value)
 
     @field_validator("extra")
     @classmethod
@@ -238,6 +255,9 @@ class RouteConfig(_Model):
     #: Only clients in these networks (``file:PATH`` entries are read by ``validate`` into
     #: the networks they list) get past 403; ``None``: any address.
     allow_from: tuple[Network, ...] | None = None
+    #: With ``[kafka] rejects_topic``: the first this many bytes of a refused request's body
+    #: go into its rejects record (base64); 0: none, only its size and SHA-256.
+    capture_rejected_body: Annotated[int, Field(ge=0, le=65_536)] = 0
     # Scheme options (see docs/providers.md); a scheme refuses the ones it does not read.
     header: str | None = None
     algorithm: Literal["sha1", "sha256", "sha512"] | None = None
@@ -259,12 +279,7 @@ class RouteConfig(_Model):
     @field_validator("topic")
     @classmethod
     def _kafka_topic_name(cls, value: str) -> str:
-        if not _TOPIC_NAME.fullmatch(value) or value in (".", ".."):
-            raise ValueError(
-                f"{value!r} is not a Kafka topic name: 1 to 249 of a-z A-Z 0-9 . _ -, "
-                'and not "." or ".."'
-            )
-        return value
+        return _kafka_topic_name(value)
 
     @field_validator("forward_headers")
     @classmethod
@@ -454,6 +469,7 @@ def validate(raw: dict[str, Any], env: Mapping[str, str], base: Path = Path()) -
     problems += _colliding_topics(parts.routes)
     if parts.kafka is not None:
         problems += _topic_settings_agree(parts.kafka, parts.routes)
+        problems += _rejects_topic_apart(parts.kafka, parts.routes)
     for i, route in parts.routes:
         if parts.server is not None and parts.kafka is not None:
             problems += check_kafka_fits(parts.kafka, parts.server, i, route)
@@ -576,6 +592,26 @@ def _colliding_topics(routes: list[tuple[int, RouteConfig]]) -> list[tuple[str, 
                 )
             )
     return problems
+
+
+def _rejects_topic_apart(
+    kafka: KafkaConfig, routes: list[tuple[int, RouteConfig]]
+) -> list[tuple[str, str]]:
+    """Refusal records never share a topic with events: a consumer would take them for ones."""
+    rejects = kafka.rejects_topic
+    if rejects is None:
+        return []
+    folded = rejects.replace(".", "_")
+    for i, route in routes:
+        if route.topic.replace(".", "_") == folded:
+            return [
+                (
+                    "kafka.rejects_topic",
+                    f"{rejects!r} is routes[{i}].topic (or collides with it): refusal records "
+                    "need a topic of their own",
+                )
+            ]
+    return []
 
 
 #: A topic's creation settings: (partitions, replication factor); ``None``: not set.

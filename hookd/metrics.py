@@ -51,6 +51,7 @@ class Metrics:
         self.delivery_failures: Counter[str] = Counter()
         self.dedup_hits: Counter[str] = Counter()
         self.client_refusals: Counter[tuple[str, str]] = Counter()
+        self.rejects_dropped: Counter[str] = Counter()
         self.producer_rebuilds = 0
         self.spooled: Counter[str] = Counter()
         self.publish_latency = Histogram(LATENCY_BUCKETS)
@@ -94,6 +95,10 @@ class Metrics:
         """A request or connection refused for where it came from: ``reason`` is one of a few
         fixed words (``allow_from``, ``proxy_protocol_missing``, ...), never a value."""
         self.client_refusals[route, reason] += 1
+
+    def reject_dropped(self, route: str) -> None:
+        """A refused request on ``route`` got no rejects record: over the rate limit."""
+        self.rejects_dropped[route] += 1
 
     def dedup_hit(self, route: str) -> None:
         self.dedup_hits[route] += 1
@@ -172,6 +177,14 @@ class Metrics:
                 (f'route="{_escape(route)}",reason="{_escape(reason)}"', n)
                 for (route, reason), n in sorted(self.client_refusals.items())
             ],
+        )
+        _family(
+            lines,
+            "hookd_rejects_dropped_total",
+            "counter",
+            "Refused requests not written to [kafka] rejects_topic because of its per-route "
+            "rate limit.",
+            [(f'route="{_escape(route)}"', n) for route, n in sorted(self.rejects_dropped.items())],
         )
         _family(
             lines,

@@ -30,10 +30,6 @@ RUNBOOK_SECTION = "## Alerts and runbook"
 #: Metrics the rules read that are not hookd's: the scrape's own and kube-state-metrics'.
 EXTERNAL = {"up", "kube_pod_status_ready", "kube_pod_container_status_restarts_total"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
-#: Issue 15 item 1 (the rejects topic) adds this to hookd, and the dashboard already reads
-#: it; until hookd/ defines it, README need not list it. Once it does, README must: then this
-#: set can go.
-COMING = {"hookd_rejects_dropped_total"}
 
 
 def alert_rules() -> list[dict]:
@@ -76,12 +72,6 @@ def base_name(name: str, histograms: set[str]) -> str:
         if name.endswith(suffix) and name.removesuffix(suffix) in histograms:
             return name.removesuffix(suffix)
     return name
-
-
-def not_in_hookd_yet(name: str) -> bool:
-    return name in COMING and not any(
-        name in path.read_text() for path in (ROOT / "hookd").rglob("*.py")
-    )
 
 
 def slug(heading: str) -> str:
@@ -127,7 +117,7 @@ def test_the_rules_and_the_dashboard_read_only_metrics_the_readme_lists():
     sources += [("dashboard", expr) for expr in dashboard_exprs()]
     for where, expr in sources:
         for name in metric_names(expr):
-            if name in EXTERNAL or not_in_hookd_yet(name):
+            if name in EXTERNAL:
                 continue
             assert base_name(name, histograms) in documented, (
                 f"{where} reads {name}, which README's metrics table does not list"
