@@ -26,6 +26,7 @@ from hookd.publish.cluster import Broker, ClusterError, KafkaCluster
 from hookd.publish.outbox import Outbox
 from hookd.publish.publisher import Publisher
 from hookd.publish.spool import Spool, SpoolError, SpoolLocked
+from hookd.rejects import Rejects, publish_and_forget
 from hookd.routing import RouteTable, build_routes
 
 log = logging.getLogger("hookd")
@@ -123,6 +124,13 @@ class Hookd:
             # librdkafka answers by ack_timeout_s; a spool fallback append adds an fsync
             commit_timeout_s=config.kafka.ack_timeout_s + COMMIT_MARGIN_S,
             tls=config.server.tls_cert is not None,
+            rejects=None
+            if config.kafka.rejects_topic is None
+            else Rejects(
+                config.kafka.rejects_topic,
+                publish_and_forget(self.publisher),
+                metrics.reject_dropped,
+            ),
         )
         self._stopping = asyncio.Event()
         self._reload: asyncio.Future[None] | None = None

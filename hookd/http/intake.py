@@ -25,6 +25,8 @@ class Reply:
     answer: Canned
     verify_failed: str | None = None
     duplicate: bool = False
+    #: More on a refused signature for the operator (``Rejected.detail``: the rejects topic).
+    detail: str | None = None
 
 
 @dataclass(slots=True)
@@ -45,7 +47,7 @@ def intake(
         verified = route.verifier.verify(request, wall_ns / 1e9)
     except Rejected as exc:
         reason = str(exc)
-        return Reply(responses.error(401, reason), verify_failed=reason)
+        return Reply(responses.error(401, reason), verify_failed=reason, detail=exc.detail)
     if verified.reply is not None:
         return Reply(responses.canned(200, verified.reply))
     delivery_id = verified.delivery_id

@@ -52,6 +52,7 @@ from hookd.http.responses import Canned
 from hookd.metrics import Metrics
 from hookd.publish.outbox import Outbox
 from hookd.publish.publisher import PublishError
+from hookd.rejects import Rejects
 from hookd.routing import Route, RouteTable
 from hookd.verify import Headers, Request
 
@@ -93,6 +94,8 @@ class ServerContext:
     draining: bool = False
     #: Backstop for a request waiting to be durable; the outbox answers well before it.
     commit_timeout_s: float = 60.0
+    #: ``[kafka] rejects_topic``: refusals on known routes are recorded there (hookd.rejects).
+    rejects: Rejects | None = None
     admission: Admission = field(init=False)
 
     def __post_init__(self) -> None:
@@ -257,8 +260,11 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 malformed = cast(Malformed, event)
                 exchange = self._exchange
-                path = exchange.path if exchange is not None else _NO_ROUTE
-                self._respond(path, responses.refusal(malformed.status, malformed.reason))
+                answer = responses.refusal(malformed.status, malformed.reason)
+                if exchange is not None and exchange.route is not None:
+                    self._refuse(exchange.route, answer)  # after routing
+                else:
+                    self._respond(_NO_ROUTE, answer)
 
     def _on_head(self, head: Head) -> None:
         """Route the request and decide, before reading its body, whether to take it."""
@@ -277,7 +283,7 @@ class HttpProtocol(asyncio.Protocol):
             self._respond(route.path, responses.SHUTTING_DOWN)
             return
         if head.content_length > route.max_body_bytes:
-            self._respond(route.path, responses.BODY_TOO_LARGE)
+            self._refuse(route, responses.BODY_TOO_LARGE)
             return
         if head.content_length > self._admission.budget_left():
             # A body that cannot fit now is refused before it is sent (100-continue). Only
@@ -296,7 +302,7 @@ class HttpProtocol(asyncio.Protocol):
         exchange = self._exchange
         assert exchange is not None and exchange.route is not None
         if self._parser.body_received > exchange.route.max_body_bytes:
-            self._respond(exchange.route.path, responses.BODY_TOO_LARGE)
+            self._refuse(exchange.route, responses.BODY_TOO_LARGE)
             return
         exchange.parts.append(data)
 
@@ -334,10 +340,14 @@ class HttpProtocol(asyncio.Protocol):
         if type(verdict) is not Publish:
             if verdict.verify_failed is not None:
                 self._ctx.metrics.verify_failed(route.path, verdict.verify_failed)
-            elif verdict.duplicate:
+                self._refuse(route, verdict.answer, complete=True, detail=verdict.detail)
+                return
+            if verdict.duplicate:
                 self._ctx.metrics.dedup_hit(route.path)
             self._respond(route.path, verdict.answer)
             return
+        if self._ctx.rejects is not None:
+            self._ctx.rejects.accepted(route, head)
         try:
             self._commit(exchange, route, verdict, len(body))
         except Exception:
@@ -392,6 +402,25 @@ class HttpProtocol(asyncio.Protocol):
             self._internal_error(route)
 
     # -- answers --------------------------------------------------------------------------
+
+    def _refuse(
+        self, route: Route, answer: Canned, *, complete: bool = False, detail: str | None = None
+    ) -> None:
+        """Answer a refusal on a known route (401, 403, 413, 400); with a rejects topic, also
+        record the request there first (rate-limited, never waited for: hookd.rejects)."""
+        rejects, exchange = self._ctx.rejects, self._exchange
+        if rejects is not None and exchange is not None:
+            rejects.refused(
+                route,
+                answer.status,
+                answer.reason,
+                exchange.head,
+                exchange.parts,
+                self._source_ip,
+                complete=complete,
+                detail=detail,
+            )
+        self._respond(route.path, answer)
 
     def _respond(self, route: str, answer: Canned) -> None:
         """Send a complete response; then close, or get ready for the next request."""
