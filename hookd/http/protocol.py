@@ -49,11 +49,15 @@ from hookd.http.framing import (
 )
 from hookd.http.intake import Publish, intake
 from hookd.http.responses import Canned
+from hookd.logs import request_path
 from hookd.metrics import Metrics
+from hookd.net import proxy_protocol
+from hookd.net.client_address import client_address
+from hookd.net.networks import NetworkSet, canonical
 from hookd.publish.outbox import Outbox
 from hookd.publish.publisher import PublishError
 from hookd.rejects import Rejects
-from hookd.routing import Route, RouteTable
+from hookd.routing import Route, RouteTable, network_set
 from hookd.verify import Headers, Request
 
 log = logging.getLogger("hookd.http")
@@ -97,9 +101,12 @@ class ServerContext:
     #: ``[kafka] rejects_topic``: refusals on known routes are recorded there (hookd.rejects).
     rejects: Rejects | None = None
     admission: Admission = field(init=False)
+    #: ``trusted_proxies``: peers whose Forwarded / X-Forwarded-For name the client.
+    trusted: NetworkSet | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.config.max_in_flight, self.config.max_in_flight_bytes)
+        self.trusted = network_set(self.config.trusted_proxies or None)
 
     @property
     def in_flight(self) -> int:
@@ -130,6 +137,7 @@ class _Exchange:
 
     head: Head
     head_at: float  # loop time the head was taken: the start of the answer's deadline
+    client: str  # the client's address (hookd.net.client_address): record, logs, allow_from
     route: Route | None = None  # once routed and taken
     parts: list[bytes] = field(default_factory=list)  # the body as it arrived
     reserved: int = 0  # body bytes counted in the listener's receiving_bytes
@@ -162,7 +170,10 @@ class HttpProtocol(asyncio.Protocol):
         self._parser = RequestParser(config.max_header_bytes)
         self._transport: asyncio.Transport | None = None
         self._closing: asyncio.Transport | None = None  # closed by hookd, not yet gone
-        self._source_ip = ""
+        self._source_ip = ""  # the peer's address, or the one its PROXY header named
+        #: ``proxy_protocol``: the bytes of the PROXY header received so far; ``None`` once it
+        #: is taken (or without the option).
+        self._proxy_header: bytes | None = b"" if config.proxy_protocol else None
         self._state = _State.FRESH
         self._deadline = 0.0
         self._exchange: _Exchange | None = None
@@ -192,7 +203,8 @@ class HttpProtocol(asyncio.Protocol):
             return
         ctx.connections.add(self)
         peer = self._transport.get_extra_info("peername")
-        self._source_ip = peer[0] if isinstance(peer, tuple) else ""
+        address = peer[0] if isinstance(peer, tuple) else ""
+        self._source_ip = canonical(address) if ":" in address else address  # ::ffff:a.b.c.d
         self._enter(_State.FRESH)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -207,10 +219,35 @@ class HttpProtocol(asyncio.Protocol):
         state = self._state
         if state is _State.CLOSED or state is _State.CLOSING:
             return
+        if self._proxy_header is not None:
+            data = self._take_proxy_header(data)
+            if not data:
+                return
         if state is _State.IDLE or state is _State.FRESH:
             self._enter(_State.HEAD)
         self._parser.feed(data)
         self._advance()
+
+    def _take_proxy_header(self, data: bytes) -> bytes:
+        """``proxy_protocol``: the connection starts with a PROXY header, all of it within
+        ``header_timeout_s`` (the FRESH deadline). Keep its bytes until it is complete; then its
+        address is the peer's, and what follows is HTTP (returned). A connection without a
+        valid header gets 400 and is closed."""
+        buffered = self._proxy_header + data if self._proxy_header else data
+        result = proxy_protocol.parse(buffered)
+        if result is proxy_protocol.NEED_MORE:
+            self._proxy_header = buffered
+            return b""
+        self._proxy_header = None
+        if isinstance(result, proxy_protocol.Malformed):
+            self._ctx.metrics.client_refused(_NO_ROUTE, "proxy_protocol")
+            self._respond(_NO_ROUTE, responses.malformed(result.reason))
+            return b""
+        assert isinstance(result, proxy_protocol.ProxyHeader)
+        if result.source is not None:  # LOCAL / UNKNOWN: the peer stands
+            self._source_ip = canonical(result.source[0])
+        self._enter(_State.FRESH)  # the request head gets its own header_timeout_s
+        return buffered[result.consumed :]
 
     def pause_writing(self) -> None:
         """The client is not reading its answers: stop reading its requests until it does,
@@ -268,13 +305,23 @@ class HttpProtocol(asyncio.Protocol):
 
     def _on_head(self, head: Head) -> None:
         """Route the request and decide, before reading its body, whether to take it."""
-        exchange = self._exchange = _Exchange(head, self._loop.time())
+        trusted = self._ctx.trusted
+        client = (
+            self._source_ip
+            if trusted is None
+            else client_address(self._source_ip, head.headers, trusted)
+        )
+        exchange = self._exchange = _Exchange(head, self._loop.time(), client)
         if len(head.target) > MAX_TARGET_BYTES:
             self._respond(_NO_ROUTE, responses.URI_TOO_LONG)
             return
         route = self._ctx.routes.lookup(head.target)
         if route is None:
             self._respond(_NO_ROUTE, responses.NOT_FOUND)
+            return
+        if route.allow is not None and client not in route.allow:
+            self._ctx.metrics.client_refused(route.path, "allow_from")
+            self._refuse(route, responses.FORBIDDEN)
             return
         if head.method != b"POST":
             self._respond(route.path, responses.METHOD_NOT_ALLOWED)
@@ -333,7 +380,7 @@ class HttpProtocol(asyncio.Protocol):
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         request = Request(head.method, head.target, Headers(head.headers), body)
         try:
-            verdict = intake(route, request, self._source_ip, time.time_ns(), time.monotonic())
+            verdict = intake(route, request, exchange.client, time.time_ns(), time.monotonic())
         except Exception:
             self._internal_error(route)
             return
@@ -416,7 +463,7 @@ class HttpProtocol(asyncio.Protocol):
                 answer.reason,
                 exchange.head,
                 exchange.parts,
-                self._source_ip,
+                exchange.client,
                 complete=complete,
                 detail=detail,
             )
@@ -435,11 +482,15 @@ class HttpProtocol(asyncio.Protocol):
             used = (self._loop.time() - exchange.head_at) / exchange.route.respond_within_s
             ctx.metrics.deadline_used(route, used)
         if answer.status >= 400:
-            self._log_refusal(route, answer)
+            self._log_refusal(route, answer, exchange)
         elif ctx.config.access_log:
             log.info(
                 "answered",
-                extra={"route": route, "status": answer.status, "source_ip": self._source_ip},
+                extra={
+                    "route": route,
+                    "status": answer.status,
+                    "source_ip": exchange.client if exchange is not None else self._source_ip,
+                },
             )
         closing = answer.closes or not self._keep_alive or ctx.draining
         data = answer.close if closing else answer.keep_alive
@@ -452,8 +503,9 @@ class HttpProtocol(asyncio.Protocol):
         self._expects_continue = False
         self._enter(_State.HEAD if self._parser.buffered else _State.IDLE)
 
-    def _log_refusal(self, route: str, answer: Canned) -> None:
-        """One line per refused request, with an id to find it by (500s log their own)."""
+    def _log_refusal(self, route: str, answer: Canned, exchange: _Exchange | None) -> None:
+        """One line per refused request, with an id to find it by (500s log their own); a 404
+        names the path asked for (sanitised, no query), to find a mistyped provider URL."""
         if answer.status == 500:
             return
         log.log(
@@ -464,7 +516,10 @@ class HttpProtocol(asyncio.Protocol):
                 "route": route,
                 "status": answer.status,
                 "reason": answer.reason,
-                "source_ip": self._source_ip,
+                "path": request_path(exchange.head.target)
+                if answer.status == 404 and exchange is not None
+                else None,
+                "source_ip": exchange.client if exchange is not None else self._source_ip,
             },
         )
 

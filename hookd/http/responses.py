@@ -80,6 +80,8 @@ ACCEPTED = canned(200, b'{"ok":true}\n')
 DUPLICATE = canned(200, b'{"ok":true,"duplicate":true}\n')
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 NOT_FOUND = error(404, "no route for this path", close=True)
+#: The client's address is outside the route's allow_from (decided at the head: close).
+FORBIDDEN = error(403, "source address not allowed", close=True)
 METHOD_NOT_ALLOWED = error(405, "method not allowed", close=True, headers=((b"allow", b"POST"),))
 BODY_TOO_LARGE = error(413, "body too large", close=True)
 URI_TOO_LONG = error(414, "request target too long", close=True)

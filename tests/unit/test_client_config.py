@@ -253,7 +253,7 @@ def test_config_toml_variable_errors_name_it(monkeypatch, capsys):
 
 
 def test_quix_descriptors_declare_the_config_toml_variable():
-    import yaml  # quixstreams depends on PyYAML
+    import yaml  # PyYAML is in the [dev] extra
 
     root = Path(__file__).resolve().parents[2]
     app = yaml.safe_load((root / "app.yaml").read_text())
