@@ -577,28 +577,27 @@ class SpoolFiles:
                 break
             if self._active is not None and base == self._active[0]:
                 continue
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.log_dir / _segment_name(base))
-            self._sizes.pop(base, None)
-            reader = self._readers.pop(base, None)
-            if reader is not None:
-                os.close(reader)
+            self._unlink_segment(base)
             removed = True
         if self._active is not None and head >= self.next_seq:
             # Everything is forwarded: a full active segment is rolled on the next append
             # and can go now rather than a segment later.
-            base = self._active[0]
+            base, fd = self._active
             if self._active_size >= self.segment_bytes:
-                os.close(self._active[1])
+                os.close(fd)
                 self._active = None
-                os.unlink(self.log_dir / _segment_name(base))
-                self._sizes.pop(base, None)
-                reader = self._readers.pop(base, None)
-                if reader is not None:
-                    os.close(reader)
+                self._unlink_segment(base)
                 removed = True
         if removed:
             _fsync_dir(self.log_dir)
+
+    def _unlink_segment(self, base: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.log_dir / _segment_name(base))
+        self._sizes.pop(base, None)
+        reader = self._readers.pop(base, None)
+        if reader is not None:
+            os.close(reader)
 
     def set_aside(self, seq: int, record: Record, reason: str) -> None:
         """Write one dead letter durably (file, fsync, rename, directory fsync)."""

@@ -288,13 +288,7 @@ class Spool:
                 break
             batch.append(entry)
             total += entry.length
-        missing = tuple(entry for entry in batch if entry.record is None)
-        read: dict[int, Record] = {}
-        if missing:
-            future: asyncio.Future[dict[int, Record]] = self._loop.create_future()
-            self._queue.put(_Read(missing, future))
-            read = await future
-        return [(e.seq, e.record if e.record is not None else read[e.seq]) for e in batch]
+        return await self._records(batch)
 
     async def delete(self, seqs: Sequence[int]) -> None:
         """Release these records: the broker acknowledged them. Unknown ones are ignored.
@@ -312,16 +306,17 @@ class Spool:
         batch = {seq for seq in seqs if seq in self._entries}
         if not batch:
             return
-        items = [(seq, record) for seq, record in await self.oldest_of(batch)]
+        entries = [self._entries[seq] for seq in sorted(batch)]
+        items = await self._records(entries)
         future: asyncio.Future[None] = self._loop.create_future()
         self._queue.put(_SetAside(tuple(items), reason, future))
         await future
         self._release(batch)
         await self._commit_head()
 
-    async def oldest_of(self, seqs: set[int]) -> list[tuple[int, Record]]:
-        """These records (those not yet forwarded), oldest first."""
-        entries = tuple(self._entries[seq] for seq in sorted(seqs) if seq in self._entries)
+    async def _records(self, entries: Sequence[_Entry]) -> list[tuple[int, Record]]:
+        """``(seq, record)`` for these entries: held ones as they are, the rest read from disk
+        in one trip to the writer."""
         missing = tuple(entry for entry in entries if entry.record is None)
         read: dict[int, Record] = {}
         if missing:
