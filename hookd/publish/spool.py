@@ -158,7 +158,6 @@ class Spool:
         self._written_to = 0  # every append below it is written (or failed)
         self._committed_head = 0
         self._held_bytes = 0
-        self._live_bytes = 0
         self._pending_bytes = 0  # accepted appends not written yet
         self._gathering: list[_Append] = []  # appends not handed to the writer yet
         self._hand_over_at: asyncio.TimerHandle | None = None
@@ -195,20 +194,19 @@ class Spool:
     def _adopt_frames(self, frames: list[Frame]) -> None:
         for frame in frames:
             seq, record = decode_payload(frame.payload)
-            held = self._held_bytes + frame.length <= self._memory_bytes
-            self._entries[seq] = _Entry(
-                seq,
-                frame.segment,
-                frame.position,
-                frame.length,
-                record.timestamp_ms,
-                record if held else None,
-            )
-            self._live_bytes += frame.length
-            if held:
-                self._held_bytes += frame.length
+            self._index(seq, frame.segment, frame.position, frame.length, record)
         self._next_seq = self._written_to = self._files.next_seq
         self._committed_head = next(iter(self._entries), self._next_seq)
+
+    def _index(self, seq: int, segment: int, position: int, length: int, record: Record) -> None:
+        """Note a record on disk; keep it in memory for the forwarder while the budget allows."""
+        held = self._held_bytes + length <= self._memory_bytes
+        if held:
+            self._held_bytes += length
+        entry = _Entry(
+            seq, segment, position, length, record.timestamp_ms, record if held else None
+        )
+        self._entries[seq] = entry
 
     @property
     def depth(self) -> int:
@@ -330,7 +328,6 @@ class Spool:
             entry = self._entries.pop(seq, None)
             if entry is None:
                 continue
-            self._live_bytes -= entry.length
             if entry.record is not None:
                 self._held_bytes -= entry.length
 
@@ -379,18 +376,7 @@ class Spool:
         self._written_to = max(self._written_to, settled_to)
         self._stats = stats
         for op, (segment, position) in written:
-            held = self._held_bytes + op.length <= self._memory_bytes
-            self._entries[op.seq] = _Entry(
-                op.seq,
-                segment,
-                position,
-                op.length,
-                op.record.timestamp_ms,
-                op.record if held else None,
-            )
-            self._live_bytes += op.length
-            if held:
-                self._held_bytes += op.length
+            self._index(op.seq, segment, position, op.length, op.record)
         for future, result, error in outcomes:
             if future.done():  # its awaiter was cancelled
                 continue
@@ -459,11 +445,8 @@ class Spool:
             error = exc
         finally:
             with contextlib.suppress(Exception):
-                files.close(remove_if_empty=error is None and self._remove_if_empty_now())
+                files.close(remove_if_empty=error is None and self._remove_if_empty)
             self._post(self._on_stopped, error)
-
-    def _remove_if_empty_now(self) -> bool:
-        return self._remove_if_empty and count_dead_letters(self._files.log_dir) == 0
 
     def _serve(self) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
