@@ -17,6 +17,8 @@ import orjson
 RETRY_AFTER_S = 5
 
 Header = tuple[bytes, bytes]
+#: The header every 503 carries.
+_RETRY = ((b"retry-after", str(RETRY_AFTER_S).encode()),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +67,7 @@ def refusal(status: int, reason: str) -> Canned:
 
 
 def unavailable(reason: str, *, close: bool = False) -> Canned:
-    retry = ((b"retry-after", str(RETRY_AFTER_S).encode()),)
-    return error(503, f"not durable, retry later: {reason}", close=close, headers=retry)
+    return error(503, f"not durable, retry later: {reason}", close=close, headers=_RETRY)
 
 
 def publish_failed(reason: str) -> Canned:
@@ -94,9 +95,7 @@ OVER_CAPACITY = unavailable("too many connections", close=True)
 OVERLOADED = unavailable("too many requests in flight")
 OVERLOADED_CLOSE = unavailable("too many requests in flight", close=True)
 NOT_DURABLE = unavailable("no acknowledgement in time", close=True)
-PUBLISH_FAILED = error(
-    503, "not durable, retry later", headers=((b"retry-after", str(RETRY_AFTER_S).encode()),)
-)
+PUBLISH_FAILED = error(503, "not durable, retry later", headers=_RETRY)
 _FRAMING_REFUSALS = {
     414: URI_TOO_LONG,
     431: HEADERS_TOO_LARGE,
