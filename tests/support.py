@@ -307,6 +307,10 @@ class Load:
             default=None,
         )
 
+    def request(self, body: bytes) -> bytes:
+        """The request bytes that carry ``body`` (subclasses sign it their own way)."""
+        return segment_request(self.path, body, self.secret)
+
     def _client(self, index: int) -> None:
         n = 0
         while time.monotonic() < self.deadline:
@@ -316,7 +320,7 @@ class Load:
                         body = f'{{"tag":"{self.tag}","client":{index},"n":{n}}}'.encode()
                         n += 1
                         sent = time.monotonic()
-                        client.send(segment_request(self.path, body, self.secret))
+                        client.send(self.request(body))
                         status = client.response().status
                         with self.lock:
                             self.answers.append((sent, time.monotonic(), status, body))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import embedded_broker
 import pytest
-from http_client import Client, request, segment_request
+from http_client import request, segment_request
 from support import (
     Launcher,
     Load,
@@ -222,13 +222,21 @@ def test_broker_restarted_empty_recovers(tmp_path):
         broker.stop()
 
 
-def test_link_cut_mid_load_spools_then_forwards(tmp_path):
+def behind_proxy(
+    tmp_path: Path,
+) -> tuple[int, TcpProxy, embedded_broker.Broker, Launcher]:
+    """A broker that advertises a ``TcpProxy``'s port (so its link can be cut), and a launcher
+    for hookds that use it: (broker port, proxy, broker, launcher)."""
     broker_port = embedded_broker.free_port()
     proxy = TcpProxy(broker_port)
     broker = embedded_broker.start(
         port=broker_port, advertised_port=proxy.port, log=tmp_path / "broker.log"
     )
-    launcher = Launcher(broker, tmp_path)
+    return broker_port, proxy, broker, Launcher(broker, tmp_path)
+
+
+def test_link_cut_mid_load_spools_then_forwards(tmp_path):
+    broker_port, proxy, broker, launcher = behind_proxy(tmp_path)
     try:
         topic = unique_topic("cut")
         hookd = launcher.start(
@@ -268,12 +276,7 @@ def spool_rows(path: Path) -> int:
 
 
 def test_fewer_workers_forward_every_spool_file(tmp_path):
-    broker_port = embedded_broker.free_port()
-    proxy = TcpProxy(broker_port)
-    broker = embedded_broker.start(
-        port=broker_port, advertised_port=proxy.port, log=tmp_path / "broker.log"
-    )
-    launcher = Launcher(broker, tmp_path)
+    broker_port, proxy, broker, launcher = behind_proxy(tmp_path)
     spool_dir = tmp_path / "spool"
     try:
         topic = unique_topic("shrink")
@@ -468,27 +471,8 @@ class SignedLoad(Load):
         super().__init__(address, "", b"", clients, max_seconds, tag)
         self.sign = sign
 
-    def _client(self, index: int) -> None:
-        n = 0
-        while time.monotonic() < self.deadline:
-            try:
-                with Client(self.address, timeout=15) as client:
-                    while time.monotonic() < self.deadline:
-                        body = f'{{"tag":"{self.tag}","client":{index},"n":{n}}}'.encode()
-                        n += 1
-                        sent = time.monotonic()
-                        client.send(self.sign(body))
-                        status = client.response().status
-                        with self.lock:
-                            self.answers.append((sent, time.monotonic(), status, body))
-                            self.statuses[status] = self.statuses.get(status, 0) + 1
-                            if status == 200:
-                                self.accepted.append(body)
-                        if status != 200:
-                            time.sleep(0.05)
-                            break
-            except OSError:
-                time.sleep(0.01)
+    def request(self, body: bytes) -> bytes:
+        return self.sign(body)
 
 
 def test_answers_come_inside_the_providers_timeout_while_the_broker_is_frozen(

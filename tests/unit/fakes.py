@@ -9,7 +9,7 @@ whichever was imported last. ``tests/unit/conftest.py`` provides the fixtures bu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from hookd.http.protocol import HttpProtocol, ServerContext
@@ -167,3 +167,12 @@ def connect(
 def server_context(config: Any, routes: Any, outbox: StandInOutbox, **extra: Any) -> ServerContext:
     """A listener's shared state around the stand-in outbox, with fresh metrics."""
     return ServerContext(config.server, routes, cast(Any, outbox), Metrics(), **extra)
+
+
+async def until(predicate: Callable[[], object], timeout: float = 3.0) -> None:
+    """Wait (polling) until ``predicate()`` holds; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import pytest
 from fake_kafka import FakeCluster
-from fakes import connect, server_context
+from fakes import connect, server_context, until
 
 from hookd.config import validate
 from hookd.metrics import Metrics
@@ -58,6 +58,7 @@ class Timers:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> None:
         self.handles: list[asyncio.TimerHandle] = []
+        self.loop = loop
         real = loop.call_later
 
         def call_later(delay: float, callback: Callable[..., object], *args: Any) -> Any:
@@ -66,6 +67,10 @@ class Timers:
             return handle
 
         monkeypatch.setattr(loop, "call_later", call_later)
+
+    def far(self) -> list[asyncio.TimerHandle]:
+        """Handles due more than 20 s from now (the tests give 30 s deadlines)."""
+        return [h for h in self.handles if h.when() > self.loop.time() + 20]
 
 
 def record(value: bytes) -> Record:
@@ -80,12 +85,11 @@ def make(cluster: FakeCluster, spool: StandInSpool | None = None) -> Outbox:
     return Outbox(publisher, cast(Spool | None, spool), metrics)
 
 
-async def until(predicate: Callable[[], object], timeout: float = 3.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.005)
+def started(cluster: FakeCluster, spool: StandInSpool | None = None) -> Outbox:
+    """``make``, with its publisher started."""
+    outbox = make(cluster, spool)
+    outbox.publisher.start()
+    return outbox
 
 
 def run(body: Callable[[], Coroutine[Any, Any, None]]) -> list[dict[str, Any]]:
@@ -145,8 +149,7 @@ def test_kafka_or_spool_is_spooled_before_the_deadline_and_only_once(then):
         loop = asyncio.get_running_loop()
         cluster, spool = FakeCluster({"t"}), StandInSpool()
         cluster.stalled = True  # never acks while stalled
-        outbox = make(cluster, spool)
-        outbox.publisher.start()
+        outbox = started(cluster, spool)
         answer_by = loop.time() + 1.0
         durable = outbox.commit(record(b"late"), AckMode.KAFKA_OR_SPOOL, answer_by)
         await asyncio.wait_for(durable, 2)
@@ -180,8 +183,7 @@ def test_a_publish_that_fails_while_the_deadline_append_runs_does_not_append_aga
         loop = asyncio.get_running_loop()
         cluster, spool = FakeCluster({"t"}), StandInSpool()
         cluster.stalled = True
-        outbox = make(cluster, spool)
-        outbox.publisher.start()
+        outbox = started(cluster, spool)
         spool.hold()  # the fsync takes its time
         durable = outbox.commit(record(b"x"), AckMode.KAFKA_OR_SPOOL, loop.time() + 0.4)
         await until(lambda: outbox._fallbacks)  # the deadline's append is under way
@@ -203,8 +205,7 @@ def test_kafka_without_spool_fails_before_the_deadline_with_the_reason():
         loop = asyncio.get_running_loop()
         cluster = FakeCluster({"t"})
         cluster.stalled = True
-        outbox = make(cluster)
-        outbox.publisher.start()
+        outbox = started(cluster)
         answer_by = loop.time() + 0.5
         durable = outbox.commit(record(b"refused"), AckMode.KAFKA, answer_by)
         with pytest.raises(PublishError, match=DEADLINE_REASON):
@@ -223,11 +224,10 @@ def test_the_timer_is_cancelled_when_kafka_acks_first(mode, monkeypatch):
         loop = asyncio.get_running_loop()
         timers = Timers(loop, monkeypatch)
         cluster, spool = FakeCluster({"t"}), StandInSpool()
-        outbox = make(cluster, spool)
-        outbox.publisher.start()
+        outbox = started(cluster, spool)
         durable = outbox.commit(record(b"fast"), mode, loop.time() + 30)
         await asyncio.wait_for(durable, 2)
-        deadline_timers = [h for h in timers.handles if h.when() > loop.time() + 20]
+        deadline_timers = timers.far()
         assert len(deadline_timers) == 1 and deadline_timers[0].cancelled()
         assert spool.appended == [] and cluster.delivered == [("t", b"fast")]
         await outbox.publisher.close(0.1)
@@ -243,8 +243,7 @@ def test_no_timer_without_something_to_wait_for(monkeypatch):
         loop = asyncio.get_running_loop()
         timers = Timers(loop, monkeypatch)
         cluster, spool = FakeCluster({"t"}), StandInSpool()
-        outbox = make(cluster, spool)
-        outbox.publisher.start()
+        outbox = started(cluster, spool)
         await outbox.commit(record(b"spooled"), AckMode.SPOOL, loop.time() + 30)
         await outbox.commit(record(b"past"), AckMode.KAFKA, loop.time() - 1)
         cluster.up = False
@@ -252,7 +251,7 @@ def test_no_timer_without_something_to_wait_for(monkeypatch):
         with pytest.raises(PublishError, match="broker unavailable"):
             await outbox.commit(record(b"refused"), AckMode.KAFKA, loop.time() + 30)
         await outbox.commit(record(b"fell back"), AckMode.KAFKA_OR_SPOOL, loop.time() + 30)
-        assert [h for h in timers.handles if h.when() > loop.time() + 20] == []
+        assert timers.far() == []
         assert [r.value for r in spool.appended] == [b"spooled", b"fell back"]
         await outbox.publisher.close(0.1)
 

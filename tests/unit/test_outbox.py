@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from fake_kafka import FakeCluster
+from fakes import until
 
 from hookd.metrics import Metrics
 from hookd.publish import outbox as outbox_module
@@ -65,14 +66,6 @@ def make(
         clock=clock,
     )
     return Outbox(publisher, spool, metrics, worker_count=worker_count, clock=clock)
-
-
-async def until(predicate: Callable[[], object], timeout: float = 3.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.005)
 
 
 async def failure(future: asyncio.Future[None]) -> PublishError:
