@@ -743,13 +743,17 @@ def respond_within_s(
     return min(scheme_default, ack_timeout_s)
 
 
-def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a config file; raise ``ConfigError`` naming every problem."""
-    file = Path(path)
+def read_toml(file: Path) -> dict[str, Any]:
+    """A config file's TOML, unvalidated; ``ConfigError`` if it cannot be read or parsed."""
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        return tomllib.loads(file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError([(str(file), f"cannot read: {exc.strerror or exc}")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([(str(file), f"invalid TOML: {exc}")]) from None
-    return validate(raw, os.environ if env is None else env, base=file.parent)
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; raise ``ConfigError`` naming every problem."""
+    file = Path(path)
+    return validate(read_toml(file), os.environ if env is None else env, base=file.parent)

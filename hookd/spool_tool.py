@@ -24,13 +24,12 @@ import json
 import os
 import sqlite3
 import time
-import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from hookd.config import Config, ConfigError, validate
+from hookd.config import Config, ConfigError, read_toml, validate
 from hookd.publish.segments import (
     FRAME_HEAD_BYTES,
     DeadLetter,
@@ -40,6 +39,8 @@ from hookd.publish.segments import (
     dead_letters,
     decode_payload,
     encode_meta,
+    fsync_dir,
+    lock_file_pid,
     pending_frames,
     segments,
     spool_dir,
@@ -85,12 +86,7 @@ def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Con
     :class:`ConfigError` for an unreadable file, an invalid section, or no ``[spool]``.
     """
     file = Path(path)
-    try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError([(str(file), f"cannot read: {exc.strerror or exc}")]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([(str(file), f"invalid TOML: {exc}")]) from None
+    raw = read_toml(file)
     if "spool" not in raw:
         raise ConfigError([("spool", "no [spool] section: this config keeps no spool")])
     subset = {name: raw[name] for name in ("spool", "kafka") if name in raw}
@@ -147,7 +143,7 @@ def lock_holder(directory: Path, index: int) -> str | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            return lock_file_pid(fd)
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
@@ -462,7 +458,7 @@ def requeue(
         touched.add(letter.path.parent)
         report.requeued.append((index, letter.seq))
     for dead_dir in sorted(touched):
-        _fsync_dir(dead_dir)
+        fsync_dir(dead_dir)
     return report
 
 
@@ -500,14 +496,6 @@ def _new_spool(directory: Path, max_bytes: int) -> SpoolFiles:
             raise
         return files
     raise ToolError(f"no free spool index from {index - 1000} to {index - 1} under {directory}")
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- drain ----------------------------------------------------------------------------------

@@ -366,7 +366,12 @@ def _private_dir(path: Path, what: str) -> None:
     _check_private(path, what)
 
 
-def _fsync_dir(directory: Path) -> None:
+def lock_file_pid(fd: int) -> str:
+    """The pid a spool lock file names (``"unknown"`` if it names none)."""
+    return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+
+
+def fsync_dir(directory: Path) -> None:
     """Make the directory's entries (new or removed files) durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -417,7 +422,7 @@ class SpoolFiles:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            holder = lock_file_pid(fd)
             os.close(fd)
             raise SpoolLocked(
                 f"spool {self.log_dir} is in use (lock {self.lock_path} held by pid {holder}); "
@@ -437,8 +442,8 @@ class SpoolFiles:
                 _check_private(path, "file")
         for path in (self.log_dir / "dead").iterdir():
             _check_private(path, "dead letter")
-        _fsync_dir(self.log_dir)
-        _fsync_dir(self.directory)
+        fsync_dir(self.log_dir)
+        fsync_dir(self.directory)
         committed = read_committed(self.log_dir)
         found = segments(self.log_dir)
         pending: list[Frame] = []
@@ -497,7 +502,7 @@ class SpoolFiles:
             os.O_WRONLY | os.O_APPEND | os.O_CREAT | _OPEN_FLAGS,
             _FILE_MODE,
         )
-        _fsync_dir(self.log_dir)
+        fsync_dir(self.log_dir)
         self._active = (base, fd)
         self._active_size = 0
         self._sizes[base] = 0
@@ -589,7 +594,7 @@ class SpoolFiles:
                 self._unlink_segment(base)
                 removed = True
         if removed:
-            _fsync_dir(self.log_dir)
+            fsync_dir(self.log_dir)
 
     def _unlink_segment(self, base: int) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -621,7 +626,7 @@ class SpoolFiles:
         finally:
             os.close(fd)
         os.rename(temporary, dead / name)
-        _fsync_dir(dead)
+        fsync_dir(dead)
 
     def close(self, *, remove_if_empty: bool = False) -> None:
         """Close every file; with ``remove_if_empty``, delete the log first when it holds no
@@ -656,7 +661,7 @@ class SpoolFiles:
             (self.log_dir / "dead").rmdir()
         with contextlib.suppress(FileNotFoundError):
             self.log_dir.rmdir()
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def _convert_legacy(self) -> list[Frame]:
         """Move the records and dead letters of a SQLite spool into the log, then remove it."""
@@ -696,7 +701,7 @@ class SpoolFiles:
         for suffix in (".db", ".db-wal", ".db-shm"):
             with contextlib.suppress(FileNotFoundError):
                 path.with_suffix(suffix).unlink()
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         log.warning(
             "converted the SQLite spool %s: %d records and %d dead letters moved to %s",
             path,
