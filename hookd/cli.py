@@ -71,11 +71,7 @@ class ConfigSource:
         if self.text is None:
             assert self.path is not None
             return spool_tool.load_settings(self.path)
-        raw = self._parse()
-        if "spool" not in raw:
-            raise ConfigError([("spool", "no [spool] section: this config keeps no spool")])
-        subset = {name: raw[name] for name in ("spool", "kafka") if name in raw}
-        return validate(subset, os.environ, base=Path.cwd())
+        return spool_tool.settings_from(self._parse(), os.environ, Path.cwd())
 
     def _parse(self) -> dict[str, Any]:
         assert self.text is not None

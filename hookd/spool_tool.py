@@ -86,11 +86,15 @@ def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Con
     :class:`ConfigError` for an unreadable file, an invalid section, or no ``[spool]``.
     """
     file = Path(path)
-    raw = read_toml(file)
+    return settings_from(read_toml(file), os.environ if env is None else env, file.parent)
+
+
+def settings_from(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Config:
+    """:func:`load_settings` for TOML already parsed (``$HOOKD_CONFIG_TOML``'s text)."""
     if "spool" not in raw:
         raise ConfigError([("spool", "no [spool] section: this config keeps no spool")])
     subset = {name: raw[name] for name in ("spool", "kafka") if name in raw}
-    return validate(subset, os.environ if env is None else env, base=file.parent)
+    return validate(subset, env, base=base)
 
 
 def spool_root(config: Config) -> Path:
