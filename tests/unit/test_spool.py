@@ -764,7 +764,10 @@ def test_power_loss_at_any_moment_keeps_every_acknowledged_append(
         await spool.close()
 
     run(scenario)
-    assert len(images) == 8 and len(images[-1][0]) == 100 and len(forwarded) == 200
+    # Every append was acknowledged by the end; the forwarder took some mid-way (how many
+    # depends on how the 1 ms gathering grouped them), so segments were removed meanwhile.
+    assert len(images) == 8 and images[-1][0] | forwarded == set(range(300))
+    assert 0 < len(forwarded) <= 200
     for number, (acked, image) in enumerate(images):
         for seed in range(6):
             target = tmp_path / f"crash-{number}-{seed}"
