@@ -132,7 +132,7 @@ MUTATIONS = (
         "hookd/publish/segments.py",
         (
             (
-                "        _fsync_dir(self.log_dir)\n        self._active = (base, fd)",
+                "        fsync_dir(self.log_dir)\n        self._active = (base, fd)",
                 "        self._active = (base, fd)",
             ),
         ),
