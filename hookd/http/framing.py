@@ -259,7 +259,7 @@ class RequestParser:
                 return Body(data)
             if reading is _Reading.CHUNK_END:
                 if len(buffer) < 2:
-                    if buffer[:1] not in (b"", b"\r"):
+                    if buffer[:1] not in (bytearray(), bytearray(b"\r")):
                         return self._fail(400, "chunk data not followed by CRLF")
                     return NEED_DATA
                 if buffer[:2] != b"\r\n":
@@ -290,8 +290,8 @@ class RequestParser:
             size = int(match[1], 16)
             if size:
                 self._chunks += 1
-                data = self.body_received + size  # counted as announced: cuts do not matter
-                if self._chunks > CHUNKS_FREE + data // CHUNK_MIN_AVERAGE_BYTES:
+                announced = self.body_received + size  # counted as announced: cuts do not matter
+                if self._chunks > CHUNKS_FREE + announced // CHUNK_MIN_AVERAGE_BYTES:
                     return self._fail(400, "too many chunks")
                 self._remaining = size
                 self._reading = _Reading.CHUNK_DATA
@@ -312,15 +312,15 @@ class RequestParser:
 
 def decode_head(raw: bytes) -> Head | Malformed:
     """A complete head (ending in a blank line) judged by hookd's rules and parsed."""
-    parsed = fast_head(raw)  # declines every head hookd's raw rules refuse
+    parsed: ParsedHead | Malformed | None = fast_head(raw)  # declines what hookd's rules refuse
     if parsed is None:
         problem = head_problem(raw)
         if problem is not None:
             return Malformed(400, problem)
         parsed = h11_head(raw)
-        if type(parsed) is Malformed:
-            return parsed
-    method, target, version, headers = parsed  # type: ignore[misc]
+    if isinstance(parsed, Malformed):
+        return parsed
+    method, target, version, headers = parsed
     if version not in VERSIONS:
         return Malformed(505, "HTTP version not supported")
     content_length = 0

@@ -384,7 +384,7 @@ class HttpProtocol(asyncio.Protocol):
         except Exception:
             self._internal_error(route)
             return
-        if type(verdict) is not Publish:
+        if not isinstance(verdict, Publish):
             if verdict.verify_failed is not None:
                 self._ctx.metrics.verify_failed(route.path, verdict.verify_failed)
                 self._refuse(route, verdict.answer, complete=True, detail=verdict.detail)

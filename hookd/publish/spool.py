@@ -124,7 +124,8 @@ class _Stop:
 
 
 _STOP: Final = _Stop()
-_Op = list[_Append] | _Read | _Commit | _SetAside | _Stop
+_Work = list[_Append] | _Read | _Commit | _SetAside
+_Op = _Work | _Stop
 _Outcome = tuple[asyncio.Future[Any], object, BaseException | None]
 _Stats = tuple[int, int]  # disk bytes, groups flushed
 
@@ -462,7 +463,7 @@ class Spool:
                 group.append(op)
                 if isinstance(op, list):
                     group_bytes += sum(append.length for append in op)
-            ops = [op for op in group if not isinstance(op, _Stop)]
+            ops: list[_Work] = [op for op in group if not isinstance(op, _Stop)]
             if ops:
                 appends = [a for op in ops if isinstance(op, list) for a in op]
                 settled = (sum(op.length for op in appends), appends[-1].seq + 1 if appends else 0)
@@ -482,7 +483,7 @@ class Spool:
                 return
 
     def _process(
-        self, ops: list[_Op], appends: list[_Append]
+        self, ops: list[_Work], appends: list[_Append]
     ) -> tuple[list[_Outcome], list[tuple[_Append, tuple[int, int]]]]:
         """One group: the appends in one write and one flush, then the other operations.
         Only a :class:`SpoolError` (the spool is unusable) escapes."""
