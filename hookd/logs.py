@@ -22,6 +22,8 @@ from typing import Literal
 
 import orjson
 
+from hookd.verify.base import split_target
+
 LogFormat = Literal["json", "text"]
 
 #: Extra fields a log call may carry (``log.info(..., extra={...})``), in output order.
@@ -33,7 +35,6 @@ FIELDS = (
     "status",
     "reason",
     "source_ip",
-    "duration_ms",
 )
 #: A logged request path is cut at this many characters (escapes counted), then ``…``.
 MAX_PATH_CHARS = 200
@@ -43,7 +44,7 @@ def request_path(target: bytes) -> str:
     """A request target as a log field: the path only (a query may hold a token), bytes
     outside printable ASCII escaped (``\\x00``, ``\\xff``, a backslash as ``\\\\``), at
     most :data:`MAX_PATH_CHARS` characters."""
-    path = target.partition(b"?")[0]
+    path = split_target(target)[0]
     out: list[str] = []
     size = 0
     for byte in path:

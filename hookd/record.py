@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from hookd.verify import Request, Verified
+from hookd.verify import Request, Verified, split_target
 
 RecordHeaders = tuple[tuple[str, bytes], ...]
 
@@ -92,7 +92,7 @@ class KeyRule:
             room -= size
             out.append((record_name, value))
         if self._forward_query:
-            query = request.query
+            query = split_target(request.target)[1]
             if query:
                 if len(QUERY_HEADER) + len(query) > room:
                     omitted.append("query")

@@ -9,7 +9,7 @@ from hookd.dedup import DedupWindow
 from hookd.net.networks import NetworkSet, parse_network
 from hookd.publish.ack import AckMode
 from hookd.record import KeyRule
-from hookd.verify import SCHEMES, SchemeConfigError, Verifier
+from hookd.verify import SCHEMES, SchemeConfigError, Verifier, split_target
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +48,7 @@ class RouteTable:
         self._by_path = {route.path_bytes: route for route in routes}
 
     def lookup(self, target: bytes) -> Route | None:
-        path, _, _ = target.partition(b"?")
-        return self._by_path.get(path)
+        return self._by_path.get(split_target(target)[0])
 
 
 def ack_mode(route: RouteConfig, *, spool_configured: bool) -> AckMode:

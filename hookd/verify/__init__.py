@@ -9,6 +9,7 @@ from hookd.verify.base import (
     SchemeConfigError,
     Verified,
     Verifier,
+    split_target,
 )
 from hookd.verify.generic import Hmac
 from hookd.verify.simple import (
@@ -68,4 +69,5 @@ __all__ = [
     "SchemeConfigError",
     "Verified",
     "Verifier",
+    "split_target",
 ]

@@ -84,10 +84,14 @@ class Request:
     headers: Headers
     body: bytes
 
-    @property
-    def query(self) -> bytes:
-        _, _, query = self.target.partition(b"?")
-        return query
+
+def split_target(target: bytes) -> tuple[bytes, bytes | None]:
+    """A request target as ``(path, query)``: the query is what follows the first ``?``
+    (``b""`` after a bare ``?``), ``None`` without one. The one place a target is split:
+    routes match the path alone, logs name the path alone (a query may hold a token), and
+    the URL-signing schemes sign the query exactly as received, a bare ``?`` included."""
+    path, sep, query = target.partition(b"?")
+    return path, (query if sep else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,18 +335,6 @@ def strip_prefix(value: bytes, prefix: bytes) -> bytes:
     if not value.startswith(prefix):
         raise Rejected(f"malformed signature: expected the {prefix.decode()!r} prefix")
     return value[len(prefix) :]
-
-
-def any_digest_matches(
-    digest: Digest, secrets: Iterable[bytes], message: bytes, candidates: Sequence[bytes]
-) -> bool:
-    """True when some secret's HMAC of ``message`` equals some candidate (constant time each)."""
-    for secret in secrets:
-        expected = digest(secret, message)
-        for candidate in candidates:
-            if hmac.compare_digest(expected, candidate):
-                return True
-    return False
 
 
 def check_timestamp(

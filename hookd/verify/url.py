@@ -29,6 +29,7 @@ from hookd.verify.base import (
     keyed_macs,
     parse_int,
     signature_header,
+    split_target,
 )
 
 
@@ -51,9 +52,10 @@ def parse_public_url(route: RouteConfig, scheme: str) -> str:
     return url
 
 
-def with_query(url: bytes, request_target: bytes) -> bytes:
-    _, sep, query = request_target.partition(b"?")
-    return url + b"?" + query if sep else url
+def with_query(url: bytes, query: bytes | None) -> bytes:
+    """``url`` with the query string as received (see ``split_target``), as the provider
+    signed the full URL it called."""
+    return url if query is None else url + b"?" + query
 
 
 class UrlHmac(Verifier):
@@ -65,6 +67,10 @@ class UrlHmac(Verifier):
         super().__init__(route)
         self.public_url = parse_public_url(route, self.scheme).encode("ascii")
         self._sha256 = keyed_macs(self.secrets, "sha256")
+
+    def signed_url(self, target: bytes) -> bytes:
+        """``public_url`` with the query string of ``target``: the URL the provider called."""
+        return with_query(self.public_url, split_target(target)[1])
 
 
 # -- Twilio -------------------------------------------------------------------------------
@@ -109,9 +115,8 @@ class Twilio(UrlHmac):
         headers = request.headers
         candidate = decode_base64(signature_header(headers, self.header))
         macs = self._macs[self._algorithm(request)]
-        _, sep, query = request.target.partition(b"?")
-        suffix = _signed_params(query, request.body)
-        tail = (b"?" + query if sep else b"") + suffix
+        query = split_target(request.target)[1]
+        tail = with_query(b"", query) + _signed_params(query or b"", request.body)
         for url in self._urls:
             if any_mac_matches(macs, url + tail, (candidate,)):
                 return Verified(
@@ -133,8 +138,8 @@ class Twilio(UrlHmac):
         return b"HMAC_SHA1"
 
     def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
-        query = target.partition(b"?")[2]
-        message = with_query(self.public_url, target) + _signed_params(query, body)
+        query = split_target(target)[1]
+        message = with_query(self.public_url, query) + _signed_params(query or b"", body)
         signature = base64.b64encode(DIGESTS["sha1"](self.secrets[0], message)).decode()
         return [("X-Twilio-Signature", signature)]
 
@@ -216,7 +221,7 @@ class HubSpot(UrlHmac):
         timestamp = signature_header(headers, b"x-hubspot-request-timestamp")
         sent_ms = parse_int(timestamp, "x-hubspot-request-timestamp header")
         check_timestamp(sent_ms / 1000, now, self.tolerance_s, reject_future=False)
-        url = with_query(self.public_url, request.target)
+        url = self.signed_url(request.target)
         message = request.method + url + request.body + timestamp
         if not any_mac_matches(self._sha256, message, (candidate,)):
             raise Rejected("signature mismatch")
@@ -224,7 +229,7 @@ class HubSpot(UrlHmac):
 
     def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
         timestamp = str(int(now * 1000)).encode()
-        message = b"POST" + with_query(self.public_url, target) + body + timestamp
+        message = b"POST" + self.signed_url(target) + body + timestamp
         signature = base64.b64encode(hmac_sha256(self.secrets[0], message)).decode()
         return [
             ("X-HubSpot-Signature-v3", signature),
@@ -243,12 +248,12 @@ class Square(UrlHmac):
         candidate = decode_base64(
             signature_header(request.headers, b"x-square-hmacsha256-signature")
         )
-        message = with_query(self.public_url, request.target) + request.body
+        message = self.signed_url(request.target) + request.body
         if not any_mac_matches(self._sha256, message, (candidate,)):
             raise Rejected("signature mismatch")
         return Verified()
 
     def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
-        message = with_query(self.public_url, target) + body
+        message = self.signed_url(target) + body
         signature = base64.b64encode(hmac_sha256(self.secrets[0], message)).decode()
         return [("x-square-hmacsha256-signature", signature)]
