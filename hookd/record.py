@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import orjson
-
 from hookd.verify import Request, Verified, split_target
+from hookd.verify.base import NOT_JSON, parse_json
 
 RecordHeaders = tuple[tuple[str, bytes], ...]
 
@@ -105,9 +104,8 @@ class KeyRule:
 
 def json_pointer(body: bytes, pointer: tuple[str, ...]) -> bytes | None:
     """Resolve an RFC 6901 pointer in a JSON body; scalars become their text, else ``None``."""
-    try:
-        node = orjson.loads(body)
-    except orjson.JSONDecodeError:
+    node = parse_json(body)
+    if node is NOT_JSON:
         return None
     for part in pointer:
         if isinstance(node, dict):

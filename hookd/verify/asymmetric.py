@@ -10,7 +10,6 @@ import base64
 import binascii
 from typing import ClassVar
 
-import orjson
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -26,6 +25,7 @@ from hookd.verify.base import (
     decode_base64,
     decode_hex,
     json_field,
+    json_object,
     signature_header,
 )
 
@@ -131,10 +131,7 @@ class Discord(PublicKeyVerifier):
 
 
 def _interaction(body: bytes) -> Verified:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return Verified()
+    document = json_object(body)
     event_type = json_field(document, "type")
     if event_type == b"1":
         return Verified(event_type=event_type, reply=_PONG)

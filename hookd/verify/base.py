@@ -13,7 +13,9 @@ import hmac
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Final, Self
+
+import orjson
 
 from hookd.config import RouteConfig
 
@@ -450,6 +452,25 @@ def only_one(pairs: Sequence[tuple[bytes, bytes]], key: bytes, header: bytes) ->
     if found is None:
         raise Rejected(f"malformed {header.decode()} header: no {key.decode()}")
     return found
+
+
+#: What ``parse_json`` gives for a body that is not JSON (``None`` is JSON's ``null``).
+NOT_JSON: Final = object()
+
+
+def parse_json(body: bytes) -> object:
+    """``body`` parsed as JSON, or ``NOT_JSON``: the one place a request body is parsed (for
+    what a scheme reads after its signature passed, and for ``json:`` record keys)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return NOT_JSON
+
+
+def json_object(body: bytes) -> dict[str, object] | None:
+    """``body`` as a JSON object; ``None`` when it is not JSON or not an object."""
+    document = parse_json(body)
+    return document if isinstance(document, dict) else None
 
 
 def json_field(document: object, name: str) -> bytes | None:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import orjson
-
 from hookd.config import RouteConfig
 from hookd.verify.base import (
     DECODERS,
     DIGESTS,
     ENCODERS,
+    NOT_JSON,
     Digest,
     Rejected,
     Request,
@@ -27,6 +26,7 @@ from hookd.verify.base import (
     keyed_macs,
     optional_signature_header,
     parse_int,
+    parse_json,
     signature_header,
     strip_prefix,
 )
@@ -230,10 +230,9 @@ class Linear(BodyHmac):
 
 
 def _body_timestamp(body: bytes) -> int:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise Rejected("malformed body: not JSON") from None
+    document = parse_json(body)
+    if document is NOT_JSON:
+        raise Rejected("malformed body: not JSON")
     value = document.get("webhookTimestamp") if isinstance(document, dict) else None
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise Rejected("malformed webhookTimestamp")

@@ -22,6 +22,7 @@ from hookd.verify.base import (
     check_timestamp,
     decode_hex,
     hmac_sha256,
+    json_object,
     keyed_macs,
     matching_mac,
     parse_int,
@@ -74,14 +75,6 @@ class V0Hmac(Verifier):
         ]
 
 
-def _object(body: bytes) -> dict[str, object] | None:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return document if isinstance(document, dict) else None
-
-
 class Slack(V0Hmac):
     """Slack: ``X-Slack-Signature`` / ``X-Slack-Request-Timestamp``; the signing secret is used
     as UTF-8 text, not decoded."""
@@ -99,7 +92,7 @@ class Slack(V0Hmac):
     handshake_marker = b"url_verification"
 
     def _handshake(self, body: bytes, secret: bytes) -> bytes | None:
-        document = _object(body)
+        document = json_object(body)
         if document is None or document.get("type") != "url_verification":
             return None
         challenge = document.get("challenge")
@@ -118,7 +111,7 @@ class Zoom(V0Hmac):
     handshake_marker = b"endpoint.url_validation"
 
     def _handshake(self, body: bytes, secret: bytes) -> bytes | None:
-        document = _object(body)
+        document = json_object(body)
         if document is None or document.get("event") != "endpoint.url_validation":
             return None
         payload = document.get("payload")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import orjson
-
 from hookd.config import RouteConfig
 from hookd.verify.base import (
     Rejected,
@@ -23,6 +21,7 @@ from hookd.verify.base import (
     hex_candidates,
     hmac_sha256,
     json_field,
+    json_object,
     keyed_macs,
     only_one,
     parse_int,
@@ -69,10 +68,7 @@ class TimestampedHmac(Verifier):
         return self._from_body(request.body)
 
     def _from_body(self, body: bytes) -> Verified:
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return Verified()
+        document = json_object(body)
         return Verified(
             delivery_id=json_field(document, self.id_field) if self.id_field else None,
             event_type=json_field(document, self.type_field) if self.type_field else None,
