@@ -1,8 +1,10 @@
-"""The admin listener: ``/healthz``, ``/readyz`` and ``/metrics``, never on the public port.
+"""The admin listener: ``/healthz``, ``/readyz`` and ``/metrics``, never on the public port;
+its answers' text, and the views it answers from.
 
-What it reports comes from an ``AdminSource``: one serving process answers for itself; with
-several workers, the supervisor's admin process answers for the whole set by asking each
-worker over its private socket (``hookd.workers``).
+What it reports comes from an ``AdminSource``: one serving process answers for itself
+(``ProcessView``); with several workers, the supervisor's admin process (``hookd.workers``)
+answers for the whole set (``WorkerSetView``) by asking each worker over its private socket
+and merging the answers.
 
 Each listener holds at most ``ADMIN_MAX_CONNECTIONS`` connections (a new one beyond evicts the
 oldest that has not sent its request yet, so probes keep working while idle connections pile
@@ -12,19 +14,28 @@ up), and every connection is aborted ``ADMIN_TIMEOUT_S`` after it opened, answer
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Protocol, cast
 
 import h11
 
+from hookd.metrics import merge_expositions
+
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _METRICS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+#: ``/readyz``'s 503 body is this, then the reason; the admin process takes it off each
+#: worker's answer to name the worker instead.
+_NOT_READY = "not ready: "
 
-#: Admin connections one listener holds at once (file descriptors: see ``hookd.app``).
+#: Admin connections one listener holds at once (file descriptors: see ``hookd.startup``).
 ADMIN_MAX_CONNECTIONS = 64
 #: An admin connection is aborted this long after it opened: one GET, answered in milliseconds.
 ADMIN_TIMEOUT_S = 10.0
+#: How long a worker's admin socket is waited for: by the admin process for one answer, by
+#: the supervisor for a health check.
+WORKER_QUERY_TIMEOUT_S = 2.0
 
 
 @dataclass(eq=False)
@@ -113,7 +124,7 @@ class AdminProtocol(asyncio.Protocol):
             if problem is None:
                 self._answer(200, b"ready\n", _TEXT)
             else:
-                self._answer(503, f"not ready: {problem}\n".encode(), _TEXT)
+                self._answer(503, f"{_NOT_READY}{problem}\n".encode(), _TEXT)
         elif path == b"/metrics":
             self._answer(200, await self._source.metrics(), _METRICS)
         else:
@@ -133,3 +144,78 @@ class AdminProtocol(asyncio.Protocol):
         )
         self._transport.write(self._conn.send(response) + self._conn.send(h11.Data(body)))
         self._transport.close()
+
+
+class ProcessView:
+    """A serving process, as its admin listener sees it: its own readiness, health and
+    metrics."""
+
+    def __init__(
+        self,
+        not_ready: Callable[[], str | None],
+        wedged: Callable[[], str | None],
+        metrics: Callable[[], bytes],
+    ) -> None:
+        self._not_ready = not_ready
+        self._wedged = wedged
+        self._metrics = metrics
+
+    async def not_ready(self) -> str | None:
+        return self._not_ready()
+
+    async def wedged(self) -> str | None:
+        return self._wedged()
+
+    async def metrics(self) -> bytes:
+        return self._metrics()
+
+
+class WorkerSetView:
+    """``/readyz`` and ``/metrics`` for every worker, asked over their unix sockets."""
+
+    def __init__(self, sockets: list[str]) -> None:
+        self._sockets = sockets
+
+    async def wedged(self) -> str | None:
+        return None  # the supervisor restarts a wedged worker itself
+
+    async def not_ready(self) -> str | None:
+        answers = await asyncio.gather(*(_ask(path, "/readyz") for path in self._sockets))
+        problems = [
+            f"worker {index}: {_problem(answer)}"
+            for index, answer in enumerate(answers)
+            if answer is None or answer[0] != 200
+        ]
+        return "; ".join(problems) or None
+
+    async def metrics(self) -> bytes:
+        answers = await asyncio.gather(*(_ask(path, "/metrics") for path in self._sockets))
+        up = [body for answer in answers if answer is not None for body in (answer[1],)]
+        workers = (
+            "# HELP hookd_workers Worker processes answering the supervisor.\n"
+            f"# TYPE hookd_workers gauge\nhookd_workers {len(up)}\n"
+        ).encode()
+        return merge_expositions([*up, workers])
+
+
+def _problem(answer: tuple[int, bytes] | None) -> str:
+    if answer is None:
+        return "not answering"
+    return answer[1].decode(errors="replace").strip().removeprefix(_NOT_READY)
+
+
+async def _ask(path: str, target: str) -> tuple[int, bytes] | None:
+    """GET ``target`` from a worker's admin socket; ``None`` if it does not answer."""
+    try:
+        async with asyncio.timeout(WORKER_QUERY_TIMEOUT_S):
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(f"GET {target} HTTP/1.1\r\nHost: worker\r\n\r\n".encode())
+            raw = await reader.read()
+            writer.close()
+    except (OSError, TimeoutError):
+        return None
+    head, _, body = raw.partition(b"\r\n\r\n")
+    try:
+        return int(head.split(b" ", 2)[1]), body
+    except (IndexError, ValueError):
+        return None

@@ -120,7 +120,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Start-up can take seconds (broker, topics); a SIGHUP meanwhile must not kill hookd.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _silence_dependency_warning()
-    from hookd.app import StartupError, serve  # heavy imports only when serving
+    # heavy imports only when serving
+    from hookd.startup import StartupError
+    from hookd.workers import serve
 
     source = config_source(args.config)
 

@@ -1,11 +1,12 @@
-"""``workers = N``: N serving processes share the public port with SO_REUSEPORT.
+"""How many processes serve: ``serve`` runs one in this process, or supervises N that share
+the public port with SO_REUSEPORT (``workers = N``).
 
 The supervisor is a small synchronous process manager: it forks the workers after the heavy
-imports and the start-up checks (``hookd.app.prepare``), so each worker starts in
+imports and the start-up checks (``hookd.startup.prepare``), so each worker starts in
 milliseconds and owns its own producer and spool file; it restarts a worker that dies, with
 backoff; it passes SIGTERM, SIGINT and SIGHUP on to every worker. It never runs an event loop
 itself, so forking stays safe. One more child, the admin process, serves ``admin_listen`` for
-the whole set: it asks every worker over that worker's unix socket and merges the answers.
+the whole set from ``hookd.admin.WorkerSetView``.
 """
 
 from __future__ import annotations
@@ -26,19 +27,20 @@ from pathlib import Path
 
 import uvloop
 
-from hookd.admin import AdminLimits, AdminProtocol
-from hookd.app import (
+from hookd.admin import WORKER_QUERY_TIMEOUT_S, AdminLimits, AdminProtocol, WorkerSetView
+from hookd.app import run_worker
+from hookd.config import Config
+from hookd.logs import tag_worker
+from hookd.routing import RouteTable
+from hookd.startup import (
     Prepared,
     ReloadRefused,
     StartupError,
+    ensure_fd_limit,
     listen_socket,
-    reloaded_config,
-    run_worker,
+    plan_reload,
+    prepare,
 )
-from hookd.config import Config, ConfigError
-from hookd.logs import tag_worker
-from hookd.metrics import merge_expositions
-from hookd.routing import build_routes
 
 log = logging.getLogger("hookd.workers")
 
@@ -47,14 +49,23 @@ RESTART_BACKOFF_S = 0.5
 RESTART_BACKOFF_MAX_S = 30.0
 #: A worker that ran this long before dying restarts without accumulated backoff.
 HEALTHY_AFTER_S = 60.0
-#: How long the admin process waits for one worker's answer.
-WORKER_QUERY_TIMEOUT_S = 2.0
 #: How often the supervisor asks each worker's ``/healthz``; a worker that answers 503 (wedged)
 #: or does not answer this many times in a row is restarted, as a crashed one is.
 HEALTH_INTERVAL_S = 5.0
 UNHEALTHY_CHECKS = 3
 #: A worker is asked only once it has had this long to start.
 HEALTH_GRACE_S = 15.0
+
+
+def serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
+    """Serve with ``server.workers`` processes (0: one per CPU); return the exit status."""
+    ensure_fd_limit(config.server)  # inherited by every worker
+    prepared = prepare(config, reread)
+    workers = config.server.workers or os.cpu_count() or 1
+    if workers == 1:
+        uvloop.run(run_worker(prepared))
+        return 0
+    return supervise(prepared, workers)
 
 
 def supervise(prepared: Prepared, count: int) -> int:
@@ -84,7 +95,7 @@ class _Supervisor:
         self._stopping = False
         self._failed = False
         self._hup_pending = False
-        self._latest: Config | None = None  # the last config reloaded with SIGHUP
+        self._latest: RouteTable | None = None  # the routes last reloaded with SIGHUP
         self._unhealthy: dict[int, int] = {}  # worker index -> failed health checks in a row
         self._next_health_check = 0.0
 
@@ -131,8 +142,9 @@ class _Supervisor:
         if self._prepared.reread is None:
             return
         # An invalid config: the workers refuse it too and log why; the last good one stays.
-        with contextlib.suppress(ConfigError, ReloadRefused):
-            self._latest = reloaded_config(self._prepared)
+        # (This process serves nothing, so the windows its start-up routes hand on are empty.)
+        with contextlib.suppress(ReloadRefused):
+            _, self._latest = plan_reload(self._prepared, self._prepared.routes)
 
     def _check_health(self) -> None:
         """Restart a worker that stays wedged (``/healthz`` 503: deliveries failing while the
@@ -257,10 +269,12 @@ def _describe(status: int) -> str:
     return f"status {os.waitstatus_to_exitcode(status)}"
 
 
-def _worker_main(prepared: Prepared, index: int, sockets: list[str], latest: Config | None) -> None:
+def _worker_main(
+    prepared: Prepared, index: int, sockets: list[str], latest: RouteTable | None
+) -> None:
     tag_worker(index)
     if latest is not None:  # restarted after a reload: serve what the others serve
-        prepared = dataclasses.replace(prepared, routes=build_routes(latest))
+        prepared = dataclasses.replace(prepared, routes=latest)
     admin_path = sockets[index]
     if os.path.exists(admin_path):
         os.unlink(admin_path)  # left by a predecessor that crashed
@@ -285,67 +299,13 @@ def _health(path: str) -> str | None:
     return body.decode(errors="replace").strip() or "no answer"
 
 
-# -- the admin process: one view of the whole set ------------------------------------------
-
-
-class _SetView:
-    """``/readyz`` and ``/metrics`` for every worker, asked over their unix sockets."""
-
-    def __init__(self, sockets: list[str]) -> None:
-        self._sockets = sockets
-
-    async def wedged(self) -> str | None:
-        return None  # the supervisor restarts a wedged worker itself
-
-    async def not_ready(self) -> str | None:
-        answers = await asyncio.gather(*(_ask(path, "/readyz") for path in self._sockets))
-        problems = [
-            f"worker {index}: {_problem(answer)}"
-            for index, answer in enumerate(answers)
-            if answer is None or answer[0] != 200
-        ]
-        return "; ".join(problems) or None
-
-    async def metrics(self) -> bytes:
-        answers = await asyncio.gather(*(_ask(path, "/metrics") for path in self._sockets))
-        up = [body for answer in answers if answer is not None for body in (answer[1],)]
-        workers = (
-            "# HELP hookd_workers Worker processes answering the supervisor.\n"
-            f"# TYPE hookd_workers gauge\nhookd_workers {len(up)}\n"
-        ).encode()
-        return merge_expositions([*up, workers])
-
-
-def _problem(answer: tuple[int, bytes] | None) -> str:
-    if answer is None:
-        return "not answering"
-    return answer[1].decode(errors="replace").strip().removeprefix("not ready: ")
-
-
-async def _ask(path: str, target: str) -> tuple[int, bytes] | None:
-    """GET ``target`` from a worker's admin socket; ``None`` if it does not answer."""
-    try:
-        async with asyncio.timeout(WORKER_QUERY_TIMEOUT_S):
-            reader, writer = await asyncio.open_unix_connection(path)
-            writer.write(f"GET {target} HTTP/1.1\r\nHost: worker\r\n\r\n".encode())
-            raw = await reader.read()
-            writer.close()
-    except (OSError, TimeoutError):
-        return None
-    head, _, body = raw.partition(b"\r\n\r\n")
-    try:
-        return int(head.split(b" ", 2)[1]), body
-    except (IndexError, ValueError):
-        return None
-
-
 def _admin_main(prepared: Prepared, sockets: list[str]) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, lambda: None)  # the supervisor decides
-        view = _SetView(sockets)
+        view = WorkerSetView(sockets)
         sock = listen_socket(prepared.config.server.admin_address)
         limits = AdminLimits()
         server = await loop.create_server(lambda: AdminProtocol(view, limits), sock=sock)

@@ -428,13 +428,13 @@ def test_check_warns_on_topic_names_mixing_dot_and_underscore(tmp_path, capsys):
 
 def test_serve_logs_the_warnings_at_start(tmp_path, monkeypatch, capfd):
     # hookd serve: the warnings are logged before anything else starts
-    import hookd.app
+    import hookd.workers
 
     path = write(
         tmp_path,
         '[[routes]]\npath = "/s"\ntopic = "t"\nverify = "stripe"\nsecrets = ["sk_test_x"]\n',
     )
-    monkeypatch.setattr(hookd.app, "serve", lambda config, reread: 0)
+    monkeypatch.setattr(hookd.workers, "serve", lambda config, reread: 0)
     assert main(["serve", "--config", path]) == 0
     err = capfd.readouterr().err
     assert 'WARNING hookd config warning: routes[0].secrets[0]: starts with "sk_test_"' in err
