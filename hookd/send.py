@@ -12,7 +12,6 @@ key. Pure apart from the clock and fresh ids; ``post`` does the HTTP.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import ssl
@@ -27,7 +26,7 @@ from hookd import __version__
 from hookd.config import Config
 from hookd.routing import Route
 from hookd.verify import CannotSign
-from hookd.verify.base import hmac_sha1, hmac_sha256
+from hookd.verify.base import keyed_macs, mac_of
 from hookd.verify.simple import PagerDuty
 from hookd.verify.standard import StandardWebhooks
 from hookd.verify.stripe import TimestampedHmac
@@ -489,32 +488,18 @@ def signature_headers(
     ts = str(int(now))
     if isinstance(verifier, StandardWebhooks):
         msg_id = delivery_id or f"msg_{_hex(27)}"
-        message = f"{msg_id}.{ts}.".encode() + body
-        signatures = " ".join(
-            "v1," + base64.b64encode(hmac_sha256(key, message)).decode() for key in verifier.secrets
-        )
         prefix = "svix" if route.scheme == "svix" else "webhook"
-        return [
-            (f"{prefix}-id", msg_id),
-            (f"{prefix}-timestamp", ts),
-            (f"{prefix}-signature", signatures),
-        ], msg_id
+        return verifier.signed_headers(msg_id, ts, body, verifier.macs, prefix), msg_id
     if isinstance(verifier, TimestampedHmac):
-        message = ts.encode() + verifier.message_separator + body
-        items = [f"{verifier.timestamp_key.decode()}={ts}"]
-        items += [
-            f"{verifier.signature_key.decode()}={hmac_sha256(key, message).hex()}"
-            for key in verifier.secrets
-        ]
-        return [
-            (_title(verifier.header.decode()), verifier.item_separator.decode().join(items))
-        ], None
+        value = verifier.header_value(ts, body, verifier.macs)
+        return [(_title(verifier.header.decode()), value)], None
     if isinstance(verifier, PagerDuty):
-        value = ",".join(f"v1={hmac_sha256(key, body).hex()}" for key in verifier.secrets)
+        value = ",".join(verifier.signature(mac, body) for mac in verifier.macs)
         return [("X-PagerDuty-Signature", value)], None
     headers = [(_title(name), value) for name, value in verifier.sign(body, target, now)]
     if route.scheme == "github":  # GitHub sends the legacy SHA-1 signature too
-        headers.append(("X-Hub-Signature", "sha1=" + hmac_sha1(verifier.secrets[0], body).hex()))
+        (sha1,) = keyed_macs(verifier.secrets[:1], "sha1")
+        headers.append(("X-Hub-Signature", "sha1=" + mac_of(sha1, body).hex()))
     id_header = getattr(verifier, "id_header", None) if route.scheme == "hmac" else None
     signed_id = next(
         (value for name, value in headers if id_header and name.lower() == id_header.decode()),

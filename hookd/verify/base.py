@@ -19,8 +19,6 @@ import orjson
 
 from hookd.config import RouteConfig
 
-Digest = Callable[[bytes, bytes], bytes]
-
 
 class Rejected(Exception):
     """Verification failed. The message is the reason given in the 401 answer and counted in
@@ -260,19 +258,10 @@ _SCHEME_OPTIONS = frozenset(
 )
 
 # -- helpers shared by the HMAC schemes ---------------------------------------------------
-
-
-def hmac_sha1(key: bytes, message: bytes) -> bytes:
-    return hmac.digest(key, message, "sha1")
-
-
-def hmac_sha256(key: bytes, message: bytes) -> bytes:
-    return hmac.digest(key, message, "sha256")
-
-
-def hmac_sha512(key: bytes, message: bytes) -> bytes:
-    return hmac.digest(key, message, "sha512")
-
+#
+# One HMAC path: a scheme keys one state per secret (``keyed_macs``) when its route is built,
+# and ``mac_of`` computes every HMAC from those states, whether it verifies a request, signs
+# one for ``hookd sign`` or builds a delivery for ``hookd send`` (hookd/send.py).
 
 Mac = Any  # hmac.HMAC (OpenSSL-backed); typeshed has no name for the C type
 
@@ -286,6 +275,7 @@ def keyed_macs(secrets: Iterable[bytes], algorithm: str) -> tuple[Mac, ...]:
 
 
 def mac_of(mac: Mac, message: bytes) -> bytes:
+    """The HMAC of ``message`` under one keyed state (the state itself is left as it was)."""
     state = mac.copy()
     state.update(message)
     return state.digest()  # type: ignore[no-any-return]
@@ -306,9 +296,6 @@ def matching_mac(macs: Sequence[Mac], message: bytes, candidates: Sequence[bytes
 
 def any_mac_matches(macs: Sequence[Mac], message: bytes, candidates: Sequence[bytes]) -> bool:
     return matching_mac(macs, message, candidates) >= 0
-
-
-DIGESTS: dict[str, Digest] = {"sha1": hmac_sha1, "sha256": hmac_sha256, "sha512": hmac_sha512}
 
 
 def decode_hex(value: bytes) -> bytes:

@@ -14,7 +14,6 @@ import uuid
 from hookd.config import RouteConfig
 from hookd.verify.base import (
     DECODERS,
-    DIGESTS,
     ENCODERS,
     Rejected,
     Request,
@@ -25,6 +24,7 @@ from hookd.verify.base import (
     check_delivery_id,
     check_timestamp,
     keyed_macs,
+    mac_of,
     parse_int,
     signature_header,
     strip_prefix,
@@ -102,7 +102,6 @@ class Hmac(Verifier):
         self.header = _header_name(route.header, "header")
         self.algorithm = route.algorithm or "sha256"
         self.encoding = route.encoding or "hex"
-        self._digest = DIGESTS[self.algorithm]
         self._decode = DECODERS[self.encoding]
         self._macs = keyed_macs(self.secrets, self.algorithm)
         prefix = route.prefix or ""
@@ -189,7 +188,7 @@ class Hmac(Verifier):
         ts = str(int(now)).encode()
         msg_id = uuid.uuid4().hex.encode()
         message = self._message(body, ts, msg_id, b"POST", target)
-        raw = self._digest(self.secrets[0], message)
+        raw = mac_of(self._macs[0], message)
         headers = [(self.header.decode(), self.prefix.decode() + ENCODERS[self.encoding](raw))]
         if self.timestamp_header is not None:
             headers.append((self.timestamp_header.decode(), ts.decode()))

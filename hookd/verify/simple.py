@@ -11,10 +11,9 @@ from typing import ClassVar
 from hookd.config import RouteConfig
 from hookd.verify.base import (
     DECODERS,
-    DIGESTS,
     ENCODERS,
     NOT_JSON,
-    Digest,
+    Mac,
     Rejected,
     Request,
     Verified,
@@ -24,6 +23,7 @@ from hookd.verify.base import (
     delivery_id_header,
     hex_candidates,
     keyed_macs,
+    mac_of,
     optional_signature_header,
     parse_int,
     parse_json,
@@ -45,15 +45,15 @@ class BodyHmac(Verifier):
     def __init__(self, route: RouteConfig) -> None:
         super().__init__(route)
         # Resolved once per route: verify is on the hot path.
-        self._digest: Digest = DIGESTS[self.algorithm]
         self._decode = DECODERS[self.encoding]
-        self._macs = keyed_macs(self.secrets, self.algorithm)
+        #: One keyed HMAC state per secret, in the route's order.
+        self.macs = keyed_macs(self.secrets, self.algorithm)
 
     def verify(self, request: Request, now: float) -> Verified:
         headers = request.headers
         value = strip_prefix(signature_header(headers, self.header), self.prefix)
         candidate = self._decode(value)
-        if not any_mac_matches(self._macs, request.body, (candidate,)):
+        if not any_mac_matches(self.macs, request.body, (candidate,)):
             raise Rejected("signature mismatch")
         return self._verified(request)
 
@@ -67,8 +67,11 @@ class BodyHmac(Verifier):
         )
 
     def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
-        raw = self._digest(self.secrets[0], body)
-        return [(self.header.decode(), self.prefix.decode() + ENCODERS[self.encoding](raw))]
+        return [(self.header.decode(), self.signature(self.macs[0], body))]
+
+    def signature(self, mac: Mac, body: bytes) -> str:
+        """One signature as the header spells it (prefix and encoding), under one state."""
+        return self.prefix.decode() + ENCODERS[self.encoding](mac_of(mac, body))
 
 
 class Segment(BodyHmac):
@@ -183,7 +186,7 @@ class PagerDuty(BodyHmac):
         candidates = hex_candidates(v1)
         if not candidates:
             raise Rejected("malformed x-pagerduty-signature header: no v1 signature")
-        if not any_mac_matches(self._macs, request.body, candidates):
+        if not any_mac_matches(self.macs, request.body, candidates):
             raise Rejected("signature mismatch")
         return Verified()
 
@@ -212,7 +215,7 @@ class Linear(BodyHmac):
         headers = request.headers
         candidate = self._decode(signature_header(headers, self.header))
         header_ts = optional_signature_header(headers, self.timestamp_header)
-        if not any_mac_matches(self._macs, request.body, (candidate,)):
+        if not any_mac_matches(self.macs, request.body, (candidate,)):
             raise Rejected("signature mismatch")
         sent_ms: list[int] = []
         if header_ts is not None:

@@ -8,22 +8,22 @@ secret by HMAC-ing a plain token).
 
 from __future__ import annotations
 
-import hmac
 from typing import ClassVar
 
 import orjson
 
 from hookd.config import RouteConfig
 from hookd.verify.base import (
+    Mac,
     Rejected,
     Request,
     Verified,
     Verifier,
     check_timestamp,
     decode_hex,
-    hmac_sha256,
     json_object,
     keyed_macs,
+    mac_of,
     matching_mac,
     parse_int,
     signature_header,
@@ -53,26 +53,31 @@ class V0Hmac(Verifier):
         check_timestamp(
             parse_int(timestamp, self._ts_what), now, self.tolerance_s, reject_future=True
         )
-        message = b"v0:" + timestamp + b":" + request.body
-        index = matching_mac(self._macs, message, (candidate,))
+        index = matching_mac(self._macs, _signed(timestamp, request.body), (candidate,))
         if index < 0:
             raise Rejected("signature mismatch")
         if self.handshake_marker in request.body:
-            reply = self._handshake(request.body, self.secrets[index])
+            reply = self._handshake(request.body, self._macs[index])
             if reply is not None:
                 return Verified(reply=reply)
         return Verified()
 
-    def _handshake(self, body: bytes, secret: bytes) -> bytes | None:
+    def _handshake(self, body: bytes, mac: Mac) -> bytes | None:
+        """The reply to a handshake in ``body``; ``mac`` is the state of the secret that
+        verified it. ``None`` when the body is no handshake after all."""
         raise NotImplementedError
 
     def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
         timestamp = str(int(now))
-        message = b"v0:" + timestamp.encode() + b":" + body
+        signature = mac_of(self._macs[0], _signed(timestamp.encode(), body)).hex()
         return [
-            (self.signature_header.decode(), "v0=" + hmac_sha256(self.secrets[0], message).hex()),
+            (self.signature_header.decode(), "v0=" + signature),
             (self.timestamp_header.decode(), timestamp),
         ]
+
+
+def _signed(timestamp: bytes, body: bytes) -> bytes:
+    return b"v0:" + timestamp + b":" + body
 
 
 class Slack(V0Hmac):
@@ -91,7 +96,7 @@ class Slack(V0Hmac):
     timestamp_header = b"x-slack-request-timestamp"
     handshake_marker = b"url_verification"
 
-    def _handshake(self, body: bytes, secret: bytes) -> bytes | None:
+    def _handshake(self, body: bytes, mac: Mac) -> bytes | None:
         document = json_object(body)
         if document is None or document.get("type") != "url_verification":
             return None
@@ -110,7 +115,7 @@ class Zoom(V0Hmac):
     timestamp_header = b"x-zm-request-timestamp"
     handshake_marker = b"endpoint.url_validation"
 
-    def _handshake(self, body: bytes, secret: bytes) -> bytes | None:
+    def _handshake(self, body: bytes, mac: Mac) -> bytes | None:
         document = json_object(body)
         if document is None or document.get("event") != "endpoint.url_validation":
             return None
@@ -118,5 +123,5 @@ class Zoom(V0Hmac):
         token = payload.get("plainToken") if isinstance(payload, dict) else None
         if not isinstance(token, str):
             raise Rejected("malformed endpoint.url_validation: no plainToken")
-        encrypted = hmac.digest(secret, token.encode(), "sha256").hex()
+        encrypted = mac_of(mac, token.encode()).hex()
         return orjson.dumps({"plainToken": token, "encryptedToken": encrypted})

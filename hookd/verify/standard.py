@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Sequence
 
 from hookd.config import RouteConfig
 from hookd.verify.base import (
     Headers,
+    Mac,
     Rejected,
     Request,
     Verified,
@@ -22,8 +24,8 @@ from hookd.verify.base import (
     any_mac_matches,
     base64_candidates,
     check_timestamp,
-    hmac_sha256,
     keyed_macs,
+    mac_of,
     optional_signature_header,
     parse_int,
 )
@@ -73,7 +75,8 @@ class StandardWebhooks(Verifier):
 
     def __init__(self, route: RouteConfig) -> None:
         super().__init__(route)
-        self._macs = keyed_macs(self.secrets, "sha256")
+        #: One keyed HMAC-SHA256 state per secret, in the route's order.
+        self.macs = keyed_macs(self.secrets, "sha256")
 
     @classmethod
     def secret_key(cls, secret: str) -> bytes:
@@ -99,18 +102,35 @@ class StandardWebhooks(Verifier):
         candidates = base64_candidates(v1)
         if not candidates:
             raise Rejected("malformed webhook-signature header: no v1 signature")
-        message = b"%s.%s.%s" % (msg_id, timestamp, request.body)
-        if not any_mac_matches(self._macs, message, candidates):
+        message = _signed(msg_id, timestamp, request.body)
+        if not any_mac_matches(self.macs, message, candidates):
             raise Rejected("signature mismatch")
         return Verified(delivery_id=msg_id)
 
     def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
-        msg_id = f"msg_{uuid.uuid4().hex}"
-        timestamp = str(int(now))
-        message = f"{msg_id}.{timestamp}.".encode() + body
-        signature = base64.b64encode(hmac_sha256(self.secrets[0], message)).decode()
+        return self.signed_headers(f"msg_{uuid.uuid4().hex}", str(int(now)), body, self.macs[:1])
+
+    def signed_headers(
+        self,
+        msg_id: str,
+        timestamp: str,
+        body: bytes,
+        macs: Sequence[Mac],
+        prefix: str = "webhook",
+    ) -> list[tuple[str, str]]:
+        """``{prefix}-id``, ``-timestamp`` and ``-signature``, the last with one ``v1`` entry
+        per state in ``macs`` (``hookd sign``: the first secret's; ``hookd send``: every
+        secret's, as during a rotation). Svix's own headers: ``prefix="svix"``."""
+        message = _signed(msg_id.encode(), timestamp.encode(), body)
+        signatures = " ".join(
+            "v1," + base64.b64encode(mac_of(mac, message)).decode() for mac in macs
+        )
         return [
-            ("webhook-id", msg_id),
-            ("webhook-timestamp", timestamp),
-            ("webhook-signature", f"v1,{signature}"),
+            (f"{prefix}-id", msg_id),
+            (f"{prefix}-timestamp", timestamp),
+            (f"{prefix}-signature", signatures),
         ]
+
+
+def _signed(msg_id: bytes, timestamp: bytes, body: bytes) -> bytes:
+    return b"%s.%s.%s" % (msg_id, timestamp, body)

@@ -8,10 +8,12 @@ that version is tried, so a provider-side secret rotation (two signatures) just 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from hookd.config import RouteConfig
 from hookd.verify.base import (
+    Mac,
     Rejected,
     Request,
     Verified,
@@ -19,10 +21,10 @@ from hookd.verify.base import (
     any_mac_matches,
     check_timestamp,
     hex_candidates,
-    hmac_sha256,
     json_field,
     json_object,
     keyed_macs,
+    mac_of,
     only_one,
     parse_int,
     parse_pairs,
@@ -47,7 +49,8 @@ class TimestampedHmac(Verifier):
     def __init__(self, route: RouteConfig) -> None:
         super().__init__(route)
         self._header_name = self.header.decode()
-        self._macs = keyed_macs(self.secrets, "sha256")
+        #: One keyed HMAC-SHA256 state per secret, in the route's order.
+        self.macs = keyed_macs(self.secrets, "sha256")
 
     def verify(self, request: Request, now: float) -> Verified:
         value = signature_header(request.headers, self.header)
@@ -61,7 +64,7 @@ class TimestampedHmac(Verifier):
             )
         check_timestamp(sent_at, now, self.tolerance_s, reject_future=False)
         message = timestamp + self.message_separator + request.body
-        if not any_mac_matches(self._macs, message, candidates):
+        if not any_mac_matches(self.macs, message, candidates):
             raise Rejected("signature mismatch")
         if self.id_field is None:
             return Verified()
@@ -75,14 +78,16 @@ class TimestampedHmac(Verifier):
         )
 
     def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
-        timestamp = str(int(now)).encode()
-        message = timestamp + self.message_separator + body
-        signature = hmac_sha256(self.secrets[0], message).hex()
-        value = (
-            f"{self.timestamp_key.decode()}={timestamp.decode()}"
-            f"{self.item_separator.decode()}{self.signature_key.decode()}={signature}"
-        )
-        return [(self._header_name, value)]
+        return [(self._header_name, self.header_value(str(int(now)), body, self.macs[:1]))]
+
+    def header_value(self, timestamp: str, body: bytes, macs: Sequence[Mac]) -> str:
+        """The signature header as the provider sends it: the timestamp, then one signature
+        per state in ``macs`` (``hookd sign``: the first secret's; ``hookd send``: every
+        secret's, as during a rotation)."""
+        message = timestamp.encode() + self.message_separator + body
+        items = [f"{self.timestamp_key.decode()}={timestamp}"]
+        items += [f"{self.signature_key.decode()}={mac_of(mac, message).hex()}" for mac in macs]
+        return self.item_separator.decode().join(items)
 
 
 class Stripe(TimestampedHmac):

@@ -15,7 +15,6 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from hookd.config import RouteConfig
 from hookd.verify.base import (
-    DIGESTS,
     Rejected,
     Request,
     SchemeConfigError,
@@ -25,8 +24,8 @@ from hookd.verify.base import (
     check_timestamp,
     decode_base64,
     delivery_id_header,
-    hmac_sha256,
     keyed_macs,
+    mac_of,
     parse_int,
     signature_header,
     split_target,
@@ -140,7 +139,7 @@ class Twilio(UrlHmac):
     def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
         query = split_target(target)[1]
         message = with_query(self.public_url, query) + _signed_params(query or b"", body)
-        signature = base64.b64encode(DIGESTS["sha1"](self.secrets[0], message)).decode()
+        signature = base64.b64encode(mac_of(self._macs[b"HMAC_SHA1"][0], message)).decode()
         return [("X-Twilio-Signature", signature)]
 
 
@@ -230,7 +229,7 @@ class HubSpot(UrlHmac):
     def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
         timestamp = str(int(now * 1000)).encode()
         message = b"POST" + self.signed_url(target) + body + timestamp
-        signature = base64.b64encode(hmac_sha256(self.secrets[0], message)).decode()
+        signature = base64.b64encode(mac_of(self._sha256[0], message)).decode()
         return [
             ("X-HubSpot-Signature-v3", signature),
             ("X-HubSpot-Request-Timestamp", timestamp.decode()),
@@ -255,5 +254,5 @@ class Square(UrlHmac):
 
     def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
         message = self.signed_url(target) + body
-        signature = base64.b64encode(hmac_sha256(self.secrets[0], message)).decode()
+        signature = base64.b64encode(mac_of(self._sha256[0], message)).decode()
         return [("x-square-hmacsha256-signature", signature)]
