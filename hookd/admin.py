@@ -21,7 +21,7 @@ from typing import Protocol, cast
 
 import h11
 
-from hookd.metrics import merge_expositions
+from hookd.metrics import Gauge, merge_expositions, render_gauge
 
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _METRICS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
@@ -191,11 +191,7 @@ class WorkerSetView:
     async def metrics(self) -> bytes:
         answers = await asyncio.gather(*(_ask(path, "/metrics") for path in self._sockets))
         up = [body for answer in answers if answer is not None for body in (answer[1],)]
-        workers = (
-            "# HELP hookd_workers Worker processes answering the supervisor.\n"
-            f"# TYPE hookd_workers gauge\nhookd_workers {len(up)}\n"
-        ).encode()
-        return merge_expositions([*up, workers])
+        return merge_expositions([*up, render_gauge(Gauge.WORKERS, len(up))])
 
 
 def _problem(answer: tuple[int, bytes] | None) -> str:

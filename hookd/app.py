@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hookd.admin import AdminLimits, AdminProtocol, ProcessView
 from hookd.http.protocol import HttpProtocol, ServerContext, enforce_timeouts
-from hookd.metrics import Metrics
+from hookd.metrics import Gauge, Metrics
 from hookd.publish.cluster import KafkaCluster
 from hookd.publish.outbox import Outbox
 from hookd.publish.publisher import Publisher
@@ -84,27 +84,15 @@ class Hookd:
         return cls(prepared, Outbox(publisher, spool, metrics, worker_count=worker_count), metrics)
 
     def _register_gauges(self) -> None:
+        """Bind the gauges of ``hookd.metrics.Gauge`` that this process reads."""
         gauge, ctx, spool = self.metrics.gauge, self.context, self.outbox.spool
         health = self.publisher.health
-        gauge("hookd_in_flight_requests", "Requests waiting to be durable.", lambda: ctx.in_flight)
+        gauge(Gauge.IN_FLIGHT_REQUESTS, lambda: ctx.in_flight)
+        gauge(Gauge.IN_FLIGHT_BYTES, lambda: ctx.in_flight_bytes)
+        gauge(Gauge.CONNECTIONS, lambda: ctx.open_connections)
+        gauge(Gauge.RECEIVING_BYTES, lambda: ctx.receiving_bytes)
         gauge(
-            "hookd_in_flight_bytes",
-            "Body bytes of requests waiting to be durable.",
-            lambda: ctx.in_flight_bytes,
-        )
-        gauge(
-            "hookd_connections",
-            "Open client connections, TLS handshakes and closing ones included.",
-            lambda: ctx.open_connections,
-        )
-        gauge(
-            "hookd_receiving_bytes",
-            "Body bytes received of requests still arriving.",
-            lambda: ctx.receiving_bytes,
-        )
-        gauge(
-            "hookd_broker_up",
-            "1 when the broker answered recently and deliveries are not failing.",
+            Gauge.BROKER_UP,
             lambda: int(health.answering(time.monotonic()) and health.failing_reason() is None),
         )
         # hookd_route_silent: the routes with expect_every_s, as the table is now (reloads)
@@ -116,22 +104,10 @@ class Hookd:
             ]
         )
         if spool is not None:
-            gauge(
-                "hookd_spool_dead_letters",
-                "Spooled records the broker refused for good, set aside in the spool.",
-                lambda: spool.dead_letters,
-            )
-            gauge("hookd_spool_depth", "Records in the spool.", lambda: spool.depth)
-            gauge(
-                "hookd_spool_bytes",
-                "Bytes the spool's segment files hold (max_bytes bounds it).",
-                lambda: spool.size_bytes,
-            )
-            gauge(
-                "hookd_spool_oldest_age_seconds",
-                "Age of the oldest spooled record (0 when empty).",
-                lambda: _age_s(spool.oldest_timestamp_ms),
-            )
+            gauge(Gauge.SPOOL_DEAD_LETTERS, lambda: spool.dead_letters)
+            gauge(Gauge.SPOOL_DEPTH, lambda: spool.depth)
+            gauge(Gauge.SPOOL_BYTES, lambda: spool.size_bytes)
+            gauge(Gauge.SPOOL_OLDEST_AGE, lambda: _age_s(spool.oldest_timestamp_ms))
 
     def not_ready(self) -> str | None:
         """Why the load balancer should not send traffic here, or ``None`` (see

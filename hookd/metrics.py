@@ -1,4 +1,5 @@
-"""In-process counters rendered in the Prometheus text format.
+"""In-process counters rendered in the Prometheus text format, the table of gauges, and the
+merge of several workers' expositions into one.
 
 Plain dicts and ints: an increment on the request path is a dict update, nothing more.
 """
@@ -9,6 +10,7 @@ import bisect
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from enum import Enum
 
 from hookd import __version__
 
@@ -19,6 +21,97 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 DEADLINE_USED_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.5, 2.0)
 #: The route label of a request no route took (unknown path, refused before routing).
 NO_ROUTE = "-"
+
+
+class Merge(Enum):
+    """How the admin process combines one series' samples from several workers (counters and
+    histograms always add up)."""
+
+    SUM = "sum"
+    MIN = "min"
+    MAX = "max"
+
+    def combine(self, merged: float, value: float) -> float:
+        if self is Merge.MIN:
+            return min(merged, value)
+        if self is Merge.MAX:
+            return max(merged, value)
+        return merged + value
+
+
+class Gauge(Enum):
+    """Every gauge hookd exposes, declared once: its name, help text and merge rule across
+    workers. A gauge read from the serving process is bound with ``Metrics.gauge``; the
+    others are rendered by ``Metrics.render`` (per-route ones) or the admin process."""
+
+    def __init__(self, metric: str, help_text: str, merge: Merge) -> None:
+        self.metric = metric
+        self.help_text = help_text
+        self.merge = merge
+
+    #: 1 for the version every worker runs, not one per worker.
+    BUILD_INFO = ("hookd_build_info", "hookd version.", Merge.MAX)
+    #: The latest of any worker.
+    LAST_ACCEPTED = (
+        "hookd_last_accepted_timestamp_seconds",
+        "Unix time of the route's last request answered 2xx (redeliveries and handshakes "
+        "included); absent until the first.",
+        Merge.MAX,
+    )
+    LAST_REJECTED = (
+        "hookd_last_rejected_timestamp_seconds",
+        "Unix time of the route's last request answered 4xx; absent until the first.",
+        Merge.MAX,
+    )
+    #: A route is silent only when every worker is: the kernel spreads a sender's connections
+    #: over them, so one worker's silence says nothing.
+    ROUTE_SILENT = (
+        "hookd_route_silent",
+        "1 when a route with expect_every_s accepted nothing for longer than that (counted "
+        "from the process start before its first request), else 0.",
+        Merge.MIN,
+    )
+    IN_FLIGHT_REQUESTS = ("hookd_in_flight_requests", "Requests waiting to be durable.", Merge.SUM)
+    IN_FLIGHT_BYTES = (
+        "hookd_in_flight_bytes",
+        "Body bytes of requests waiting to be durable.",
+        Merge.SUM,
+    )
+    CONNECTIONS = (
+        "hookd_connections",
+        "Open client connections, TLS handshakes and closing ones included.",
+        Merge.SUM,
+    )
+    RECEIVING_BYTES = (
+        "hookd_receiving_bytes",
+        "Body bytes received of requests still arriving.",
+        Merge.SUM,
+    )
+    #: Down if any worker cannot reach the broker.
+    BROKER_UP = (
+        "hookd_broker_up",
+        "1 when the broker answered recently and deliveries are not failing.",
+        Merge.MIN,
+    )
+    SPOOL_DEAD_LETTERS = (
+        "hookd_spool_dead_letters",
+        "Spooled records the broker refused for good, set aside in the spool.",
+        Merge.SUM,
+    )
+    SPOOL_DEPTH = ("hookd_spool_depth", "Records in the spool.", Merge.SUM)
+    SPOOL_BYTES = (
+        "hookd_spool_bytes",
+        "Bytes the spool's segment files hold (max_bytes bounds it).",
+        Merge.SUM,
+    )
+    #: The oldest record of any worker's spool.
+    SPOOL_OLDEST_AGE = (
+        "hookd_spool_oldest_age_seconds",
+        "Age of the oldest spooled record (0 when empty).",
+        Merge.MAX,
+    )
+    #: Rendered by the admin process only (``workers > 1``), merged with the workers' answers.
+    WORKERS = ("hookd_workers", "Worker processes answering the supervisor.", Merge.SUM)
 
 
 class Histogram:
@@ -37,7 +130,7 @@ class Histogram:
 
 
 class Metrics:
-    """Everything hookd counts. Gauges are read at render time from the callables given.
+    """Everything hookd counts. Gauges bound with ``gauge`` are read at render time.
 
     ``clock`` (unix seconds) stamps the last accepted and rejected request per route, and
     dates the process start that ``hookd_route_silent`` counts from before any request came.
@@ -56,7 +149,7 @@ class Metrics:
         self.spooled: Counter[str] = Counter()
         self.publish_latency = Histogram(LATENCY_BUCKETS)
         self.deadline_used_by_route: dict[str, Histogram] = {}
-        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self.gauges: dict[Gauge, Callable[[], float]] = {}
         #: Route -> unix time of its last 2xx (dedup hits and handshakes included) / 4xx.
         self.last_accepted: dict[str, float] = {}
         self.last_rejected: dict[str, float] = {}
@@ -123,20 +216,13 @@ class Metrics:
             histogram = self.deadline_used_by_route[route] = Histogram(DEADLINE_USED_BUCKETS)
         histogram.observe(fraction)
 
-    def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
-        self.gauges[name] = (help_text, read)
+    def gauge(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        """Expose ``gauge`` with the value ``read()`` returns at render time."""
+        self.gauges[gauge] = read
 
     def render(self) -> bytes:
         lines: list[str] = []
-        _family(
-            lines,
-            "hookd_build_info",
-            "gauge",
-            "hookd version.",
-            [
-                (f'version="{__version__}"', 1),
-            ],
-        )
+        _gauge(lines, Gauge.BUILD_INFO, [(f'version="{__version__}"', 1)])
         _family(
             lines,
             "hookd_requests_total",
@@ -225,32 +311,35 @@ class Metrics:
                 for route, histogram in sorted(self.deadline_used_by_route.items())
             ],
         )
-        _family(
+        _gauge(
             lines,
-            "hookd_last_accepted_timestamp_seconds",
-            "gauge",
-            "Unix time of the route's last request answered 2xx (redeliveries and handshakes "
-            "included); absent until the first.",
+            Gauge.LAST_ACCEPTED,
             [(f'route="{_escape(route)}"', t) for route, t in sorted(self.last_accepted.items())],
         )
-        _family(
+        _gauge(
             lines,
-            "hookd_last_rejected_timestamp_seconds",
-            "gauge",
-            "Unix time of the route's last request answered 4xx; absent until the first.",
+            Gauge.LAST_REJECTED,
             [(f'route="{_escape(route)}"', t) for route, t in sorted(self.last_rejected.items())],
         )
-        _family(
+        _gauge(
             lines,
-            "hookd_route_silent",
-            "gauge",
-            "1 when a route with expect_every_s accepted nothing for longer than that (counted "
-            "from the process start before its first request), else 0.",
+            Gauge.ROUTE_SILENT,
             [(f'route="{_escape(route)}"', silent) for route, silent in self.silent()],
         )
-        for name, (help_text, read) in sorted(self.gauges.items()):
-            _family(lines, name, "gauge", help_text, [("", read())])
+        for gauge, read in sorted(self.gauges.items(), key=lambda item: item[0].metric):
+            _gauge(lines, gauge, [("", read())])
         return ("\n".join(lines) + "\n").encode()
+
+
+def render_gauge(gauge: Gauge, value: float) -> bytes:
+    """One unlabelled gauge in the text format, for a process without ``Metrics``."""
+    lines: list[str] = []
+    _gauge(lines, gauge, [("", value)])
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _gauge(lines: list[str], gauge: Gauge, samples: Iterable[tuple[str, float]]) -> None:
+    _family(lines, gauge.metric, "gauge", gauge.help_text, samples)
 
 
 def _family(
@@ -284,25 +373,13 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-#: Families whose samples are not added up across workers.
-_MERGE_MAX = frozenset(
-    {
-        "hookd_build_info",
-        "hookd_spool_oldest_age_seconds",
-        "hookd_last_accepted_timestamp_seconds",
-        "hookd_last_rejected_timestamp_seconds",
-    }
-)
-_MERGE_MIN = frozenset({"hookd_broker_up", "hookd_route_silent"})
+#: A family's merge rule by its name; a family not in it (counter, histogram) adds up.
+_MERGE = {gauge.metric: gauge.merge for gauge in Gauge}
 
 
 def merge_expositions(texts: Iterable[bytes]) -> bytes:
-    """Several workers' ``render()`` output as one: counters, histograms and most gauges add
-    up; ``hookd_broker_up`` is the minimum (down if any worker cannot reach the broker), and so
-    is ``hookd_route_silent`` (a route is silent only when every worker is: the kernel spreads
-    a sender's connections over them, so one worker's silence says nothing). Build info, the
-    oldest spooled record's age and the last accepted / rejected times are the maximum (the
-    latest of any worker)."""
+    """Several workers' ``render()`` output as one: counters and histograms add up, each gauge
+    follows its ``Gauge.merge`` rule."""
     headers: dict[str, list[str]] = {}
     samples: dict[str, dict[str, float]] = {}
     for text in texts:
@@ -323,12 +400,8 @@ def merge_expositions(texts: Iterable[bytes]) -> bytes:
             known = samples[family]
             if key not in known:
                 known[key] = value
-            elif family in _MERGE_MAX:
-                known[key] = max(known[key], value)
-            elif family in _MERGE_MIN:
-                known[key] = min(known[key], value)
             else:
-                known[key] += value
+                known[key] = _MERGE.get(family, Merge.SUM).combine(known[key], value)
     lines: list[str] = []
     for family, family_headers in headers.items():
         lines += family_headers

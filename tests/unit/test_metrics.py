@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hookd.metrics import Metrics, merge_expositions
+from hookd.metrics import Gauge, Metrics, merge_expositions
 
 
 def samples(text: bytes) -> dict[str, float]:
@@ -23,9 +23,9 @@ def worker(requests: int, broker_up: int, oldest_age: float) -> Metrics:
     metrics.dedup_hit("/gh")
     metrics.delivery_failed("Local: Message timed out")
     metrics.observe_publish(0.003)
-    metrics.gauge("hookd_broker_up", "up", lambda: broker_up)
-    metrics.gauge("hookd_spool_oldest_age_seconds", "age", lambda: oldest_age)
-    metrics.gauge("hookd_in_flight_requests", "in flight", lambda: 2)
+    metrics.gauge(Gauge.BROKER_UP, lambda: broker_up)
+    metrics.gauge(Gauge.SPOOL_OLDEST_AGE, lambda: oldest_age)
+    metrics.gauge(Gauge.IN_FLIGHT_REQUESTS, lambda: 2)
     return metrics
 
 
