@@ -63,8 +63,7 @@ class TimestampedHmac(Verifier):
                 f"malformed {self._header_name} header: no {self.signature_key.decode()} signature"
             )
         check_timestamp(sent_at, now, self.tolerance_s, reject_future=False)
-        message = timestamp + self.message_separator + request.body
-        if not any_mac_matches(self.macs, message, candidates):
+        if not any_mac_matches(self.macs, self._signed(timestamp, request.body), candidates):
             raise Rejected("signature mismatch")
         if self.id_field is None:
             return Verified()
@@ -77,6 +76,9 @@ class TimestampedHmac(Verifier):
             event_type=json_field(document, self.type_field) if self.type_field else None,
         )
 
+    def _signed(self, timestamp: bytes, body: bytes) -> bytes:
+        return timestamp + self.message_separator + body
+
     def sign(self, body: bytes, target: bytes, now: float) -> list[tuple[str, str]]:
         return [(self._header_name, self.header_value(str(int(now)), body, self.macs[:1]))]
 
@@ -84,7 +86,7 @@ class TimestampedHmac(Verifier):
         """The signature header as the provider sends it: the timestamp, then one signature
         per state in ``macs`` (``hookd sign``: the first secret's; ``hookd send``: every
         secret's, as during a rotation)."""
-        message = timestamp.encode() + self.message_separator + body
+        message = self._signed(timestamp.encode(), body)
         items = [f"{self.timestamp_key.decode()}={timestamp}"]
         items += [f"{self.signature_key.decode()}={mac_of(mac, message).hex()}" for mac in macs]
         return self.item_separator.decode().join(items)
