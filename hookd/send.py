@@ -304,7 +304,7 @@ _SAMPLES: dict[str, _Sample] = {
     ),
     "hubspot": _Sample(
         event="contact.creation",
-        make_id=lambda: str(int(time.time() * 1000) % 10**10),
+        make_id=lambda: str(uuid.uuid4().int % 10**10),
         id_in_body=True,
         user_agent="HubSpot Connect 2.0 (http://dev.hubspot.com/)",
         body=lambda i, e, n: _json(
