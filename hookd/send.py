@@ -27,9 +27,9 @@ from hookd.config import Config
 from hookd.routing import Route
 from hookd.verify import CannotSign
 from hookd.verify.base import keyed_macs, mac_of
-from hookd.verify.simple import PagerDuty
-from hookd.verify.standard import StandardWebhooks
-from hookd.verify.stripe import TimestampedHmac
+from hookd.verify.body_hmac import PagerDuty
+from hookd.verify.standard_webhooks import StandardWebhooks
+from hookd.verify.timestamped_hmac import TimestampedHmac
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"

@@ -185,7 +185,7 @@ MUTATIONS = (
     ),
     Mutation(
         "Stripe loses the event type",
-        "hookd/verify/stripe.py",
+        "hookd/verify/timestamped_hmac.py",
         (
             (
                 "event_type=json_field(document, self.type_field) if self.type_field else None,",

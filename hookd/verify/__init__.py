@@ -11,8 +11,7 @@ from hookd.verify.base import (
     Verifier,
     split_target,
 )
-from hookd.verify.generic import Hmac
-from hookd.verify.simple import (
+from hookd.verify.body_hmac import (
     Bitbucket,
     GitHub,
     Intercom,
@@ -22,11 +21,12 @@ from hookd.verify.simple import (
     Shopify,
     Typeform,
 )
-from hookd.verify.slack import Slack, Zoom
-from hookd.verify.standard import StandardWebhooks
-from hookd.verify.stripe import Calendly, Paddle, Stripe
-from hookd.verify.token import Basic, GitLab, NoVerification, Token
-from hookd.verify.url import HubSpot, Square, Twilio
+from hookd.verify.generic_hmac import Hmac
+from hookd.verify.shared_secret import Basic, GitLab, NoVerification, Token
+from hookd.verify.standard_webhooks import StandardWebhooks
+from hookd.verify.timestamped_hmac import Calendly, Paddle, Stripe
+from hookd.verify.url_hmac import HubSpot, Square, Twilio
+from hookd.verify.v0_hmac import Slack, Zoom
 
 SCHEMES: dict[str, type[Verifier]] = {
     scheme.scheme: scheme

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from verify_helpers import NOW, request, verifier
 
 from hookd.verify import Rejected, SchemeConfigError, Verified
-from hookd.verify.generic import compile_template, field_separators
+from hookd.verify.generic_hmac import compile_template, field_separators
 
 HMAC_ROUTE: dict[str, Any] = {
     "header": "X-Sig",
