@@ -35,6 +35,7 @@ import orjson
 
 from hookd.config import CREDENTIAL_HEADER_WORDS
 from hookd.record import Record
+from hookd.verify import Headers
 
 if TYPE_CHECKING:
     from hookd.http.framing import Head
@@ -153,10 +154,11 @@ def hints(
             break
     if head.chunked:
         found.append("body arrived chunked")
-    encoding = _first(head.headers, b"content-encoding")
+    headers = Headers(head.headers)
+    encoding = headers.first(b"content-encoding")
     if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
         found.append(f"body arrived compressed (content-encoding: {_quote(encoding)})")
-    content_type = _first(head.headers, b"content-type")
+    content_type = headers.first(b"content-type")
     if last_content_type is not None and _media(content_type) != _media(last_content_type):
         now = _quote(content_type) if content_type is not None else "none"
         found.append(f"content-type changed: {now}, last accepted {_quote(last_content_type)}")
@@ -246,7 +248,7 @@ class Rejects:
 
     def accepted(self, route: Route, head: Head) -> None:
         """A request on ``route`` verified: remember its content-type."""
-        content_type = _first(head.headers, b"content-type")
+        content_type = Headers(head.headers).first(b"content-type")
         if content_type is not None:
             self._content_types[route.path] = content_type
 
@@ -307,13 +309,6 @@ def publish_and_forget(publisher: Publisher) -> Callable[[Record], None]:
 def _forget(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()  # retrieved: no "exception never retrieved" at garbage collection
-
-
-def _first(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    for item_name, value in headers:
-        if item_name == name:
-            return value
-    return None
 
 
 def _media(content_type: bytes | None) -> bytes | None:
