@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from support import kafka_consumer
+from embedded_broker import assign_from_start, kafka_consumer
 
 
 def marker() -> bytes:
@@ -26,14 +26,11 @@ def records_before(broker_address: str, topic: str, mark: bytes, timeout: float 
     """Every record of ``topic`` from its first offset up to the first one whose value is
     ``mark`` (excluded). Fails when the topic has more than one partition (order would not
     hold across partitions) or when the marker does not arrive within ``timeout``."""
-    from confluent_kafka import TopicPartition
-
     consumer = kafka_consumer(broker_address)
     records: list[Any] = []
     try:
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-        assert list(metadata.partitions) == [0], f"{topic}: partitions {list(metadata.partitions)}"
-        consumer.assign([TopicPartition(topic, 0, 0)])
+        partitions = assign_from_start(consumer, topic)
+        assert partitions == [0], f"{topic}: partitions {partitions}"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             message = consumer.poll(0.2)

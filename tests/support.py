@@ -1,4 +1,7 @@
-"""Test support: hookd as a subprocess with generated configs, reading records back."""
+"""Test support: hookd as a subprocess with generated configs, load and faults around it.
+
+The broker, ports and reading records back are the shared harness's (scripts/embedded_broker.py).
+"""
 
 from __future__ import annotations
 
@@ -214,49 +217,6 @@ class Launcher:
     def stop_all(self) -> None:
         for hookd in self.started:
             hookd.stop()
-
-
-def kafka_consumer(broker_address: str) -> Any:
-    """A consumer in a group of its own, reading from the start, committing nothing."""
-    from confluent_kafka import Consumer
-
-    return Consumer(
-        {
-            "bootstrap.servers": broker_address,
-            "group.id": f"test-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-
-
-def read_topic(broker_address: str, topic: str, expected: int, timeout: float = 15) -> list[Any]:
-    """All records of ``topic`` once ``expected`` arrived (or the timeout); read with assign()
-    from offset 0 of every partition, since the embedded broker's watermarks are unreliable.
-    A topic hookd creates has one partition; one the broker created by itself (a producer's
-    metadata request can auto-create it after a broker restart) may have more."""
-    from confluent_kafka import TopicPartition
-
-    consumer = kafka_consumer(broker_address)
-    records: list[Any] = []
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        partitions = sorted(metadata.partitions) if metadata and metadata.partitions else [0]
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        deadline = time.monotonic() + timeout
-        settle = None
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is not None and message.error() is None:
-                records.append(message)
-            if len(records) >= expected:
-                # keep reading briefly: more than expected would be a bug too
-                settle = settle or time.monotonic() + 1.0
-                if time.monotonic() > settle:
-                    break
-    finally:
-        consumer.close()
-    return records
 
 
 class Load:

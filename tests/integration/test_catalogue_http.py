@@ -10,9 +10,10 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from embedded_broker import read_topic
 from http_client import Client, request
 from readback import marker, records_before
-from support import http_get, read_topic, unique_topic
+from support import http_get, unique_topic
 
 from hookd.config import validate
 from hookd.routing import build_routes

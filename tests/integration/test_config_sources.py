@@ -9,16 +9,9 @@ import subprocess
 import sys
 
 import embedded_broker
+from embedded_broker import read_topic
 from http_client import request, segment_request
-from support import (
-    ROOT,
-    HookdProcess,
-    http_get,
-    read_topic,
-    render_config,
-    unique_topic,
-    wait_ready,
-)
+from support import ROOT, HookdProcess, http_get, render_config, unique_topic, wait_ready
 
 SECRET_A, SECRET_B = "first-secret", "second-secret"
 

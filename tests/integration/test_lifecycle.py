@@ -9,8 +9,9 @@ import time
 
 import embedded_broker
 import pytest
+from embedded_broker import read_topic
 from http_client import Client, request, segment_request
-from support import ROOT, Launcher, Load, http_get, read_topic, unique_topic
+from support import ROOT, Launcher, Load, http_get, unique_topic
 
 SECRET = b"life"
 

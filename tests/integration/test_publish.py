@@ -10,8 +10,9 @@ import subprocess
 import sys
 import time
 
+from embedded_broker import read_topic
 from http_client import Client, request, segment_request
-from support import ROOT, read_topic, unique_topic
+from support import ROOT, unique_topic
 
 SECRET = b"s3cret"
 

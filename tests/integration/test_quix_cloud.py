@@ -13,9 +13,10 @@ import sys
 import time
 
 from confluent_kafka.admin import AdminClient
+from embedded_broker import read_topic
 from http_client import request, segment_request
 from quix_portal import QuixPortal
-from support import ROOT, read_topic, render_config, unique_topic
+from support import ROOT, render_config, unique_topic
 
 SECRET = b"quix-secret"
 TOKEN = "sdk-token-for-tests"

@@ -6,8 +6,9 @@ import base64
 import hashlib
 import hmac
 
+from embedded_broker import read_topic
 from http_client import request
-from support import read_topic, unique_topic
+from support import unique_topic
 
 
 def test_shopify_headers_and_query_land_in_the_record(broker, start_hookd):

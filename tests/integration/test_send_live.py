@@ -8,8 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from embedded_broker import read_topic
 from send_catalogue import SIGNABLE, routes
-from support import ROOT, read_topic, unique_topic
+from support import ROOT, unique_topic
 
 from hookd import cli
 

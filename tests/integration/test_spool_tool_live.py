@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import embedded_broker
+from embedded_broker import read_topic
 from http_client import request, segment_request
-from support import ROOT, Launcher, metric, read_topic, render_config, unique_topic, wait_for
+from support import ROOT, Launcher, metric, render_config, unique_topic, wait_for
 
 from hookd.publish.segments import dead_letters, spool_dir, spool_indexes
 from hookd.publish.spool import Spool

@@ -5,8 +5,9 @@ hookd must refuse here, before asking the broker (Tansu itself would accept it).
 
 from __future__ import annotations
 
+from embedded_broker import kafka_consumer
 from http_client import request, segment_request
-from support import kafka_consumer, unique_topic
+from support import unique_topic
 
 
 def partitions(broker_address: str, topic: str) -> int:

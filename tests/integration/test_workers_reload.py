@@ -8,8 +8,9 @@ import signal
 import socket
 import time
 
+from embedded_broker import read_topic
 from http_client import Client, request, segment_request
-from support import http_get, metric, read_topic, unique_topic
+from support import http_get, metric, unique_topic
 
 SECRET = b"w-secret"
 
