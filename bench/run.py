@@ -142,6 +142,7 @@ def scaling_layout(args: argparse.Namespace, scenario: Scenario) -> Layout:
 
 
 def layout_for(args: argparse.Namespace, scenario: Scenario) -> Layout:
+    """The layout a scenario runs in: the main table's, or the --workers one's."""
     return scaling_layout(args, scenario) if scenario.scaling else main_layout(args)
 
 
@@ -409,6 +410,7 @@ def judge(result: RunResult, args: argparse.Namespace, warm: Round, discarded: i
 
 
 def versions() -> dict[str, str]:
+    """Every version that can move a figure, for results.md: figures only compare alike."""
     found: dict[str, str] = {"python": platform.python_version()}
     for dist in (
         "hookd", "quixstreams", "confluent-kafka", "h11", "uvloop", "flask", "waitress",
@@ -431,6 +433,7 @@ def versions() -> dict[str, str]:
 
 
 def _first_line(argv: list[str]) -> str:
+    """A tool's first line of output (its version), or why there is none."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
     except OSError as exc:
@@ -439,6 +442,7 @@ def _first_line(argv: list[str]) -> str:
 
 
 def machine() -> dict[str, str]:
+    """The machine the figures come from: they are per core and per machine."""
     model = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -461,6 +465,7 @@ def machine() -> dict[str, str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options, with the comma lists split and checked against the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1 s warm-up, 1 x 3 s, to results/quick"
@@ -550,10 +555,13 @@ def preflight(args: argparse.Namespace) -> None:
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
+    """SIGTERM as Ctrl-C, so that every ``finally`` stops its processes."""
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every (scenario, server) run in turn, the report rewritten after each; exit 1 when
+    a run lost acknowledged records."""
     args = parse_args(argv)
     preflight(args)
     # SIGTERM (e.g. from make or CI) unwinds like Ctrl-C, so every finally stops its processes

@@ -114,6 +114,8 @@ def _hookd_command(ack: str) -> Callable[[RunContext], list[str]]:
 
 
 def _peer_command(script: str, *extra: str) -> Callable[[RunContext], list[str]]:
+    """A peer from bench/peers/, given the run's settings on its command line."""
+
     def build(ctx: RunContext) -> list[str]:
         return [
             _python(),

@@ -153,6 +153,8 @@ class Managed:
 
 @dataclass
 class Broker:
+    """A running broker: where clients reach it, and its process."""
+
     child: Managed
     port: int
     advertised_port: int
