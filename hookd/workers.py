@@ -135,14 +135,15 @@ class _Supervisor:
         self._hup_pending = True
 
     def _remember_reload(self) -> None:
-        """Keep the config the workers just reloaded, so that a worker restarted later serves
-        it too, not the start-up routes and secrets. Validation only: no Kafka client may
-        exist in this process, which forks."""
+        """Keep the routes the workers just reloaded, so that a worker restarted later serves
+        them too, not the start-up routes and secrets. ``plan_reload`` contacts no broker: no
+        Kafka client may exist in this process, which forks."""
         self._hup_pending = False
         if self._prepared.reread is None:
             return
         # An invalid config: the workers refuse it too and log why; the last good one stays.
-        # (This process serves nothing, so the windows its start-up routes hand on are empty.)
+        # The redelivery windows kept from the start-up routes are empty: this process serves
+        # nothing.
         with contextlib.suppress(ReloadRefused):
             _, self._latest = plan_reload(self._prepared, self._prepared.routes)
 
