@@ -73,7 +73,7 @@ class Outbox:
         self._clock = clock
         self._spooled = asyncio.Event()
         self._forwarder: asyncio.Task[None] | None = None
-        self._fallbacks: set[asyncio.Task[None]] = set()
+        self._fallbacks: set[asyncio.Future[None]] = set()
         self._spooling: set[asyncio.Future[None]] = set()  # requests whose fallback append runs
         self._closing = False
         self._progress_at = clock()  # the spool last was empty or had records forwarded
@@ -94,7 +94,7 @@ class Outbox:
         Kafka twice, which at-least-once allows. ``SPOOL`` ignores it: the fsync is the answer.
         """
         if mode is AckMode.SPOOL:
-            return asyncio.ensure_future(self._append(record, "ack"))
+            return self._append(record, "ack")
         published = self.publisher.publish(record)
         if mode is AckMode.KAFKA and (answer_by is None or published.done()):
             return published  # no deadline to keep, or refused at once
@@ -148,11 +148,11 @@ class Outbox:
         ``_spooling`` marks the request, so that it is never appended twice (deadline, then a
         failed publish)."""
         self._spooling.add(durable)
-        task = asyncio.ensure_future(self._append(record, "fallback"))
-        self._fallbacks.add(task)
-        task.add_done_callback(partial(self._settle, durable))
+        appended = self._append(record, "fallback")
+        self._fallbacks.add(appended)
+        appended.add_done_callback(partial(self._settle, durable))
 
-    def _settle(self, durable: asyncio.Future[None], appended: asyncio.Task[None]) -> None:
+    def _settle(self, durable: asyncio.Future[None], appended: asyncio.Future[None]) -> None:
         self._fallbacks.discard(appended)
         self._spooling.discard(durable)
         if durable.done():
@@ -163,17 +163,30 @@ class Outbox:
         else:
             durable.set_exception(error)
 
-    async def _append(self, record: Record, reason: str) -> None:
+    def _append(self, record: Record, reason: str) -> asyncio.Future[None]:
+        """The record appended to the spool: a future that fails with :class:`PublishError`
+        (the answer's reason) where the spool's own error says why."""
         assert self.spool is not None, "config validation requires [spool] for spool modes"
-        try:
-            await self.spool.append(record)
-        except SpoolFull:
-            raise PublishError("spool full") from None
-        except SpoolError as exc:
-            log.error("spool append failed: %s", exc)  # the detail stays in the log
-            raise PublishError("spool unavailable") from None
-        self._metrics.spool_appended(reason)
-        self._spooled.set()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.spool.append(record).add_done_callback(partial(self._appended, reason, done))
+        return done
+
+    def _appended(
+        self, reason: str, done: asyncio.Future[None], appended: asyncio.Future[None]
+    ) -> None:
+        if appended.cancelled():
+            done.cancel()
+            return
+        error = appended.exception()
+        if error is None:
+            self._metrics.spool_appended(reason)
+            self._spooled.set()
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(_append_failure(error))
 
     # -- health ---------------------------------------------------------------------------
 
@@ -351,3 +364,14 @@ def _route_of(record: Record) -> str:
         if name == "hookd-route":
             return value.decode(errors="replace")
     return "?"
+
+
+def _append_failure(error: BaseException) -> BaseException:
+    """What a failed append answers: a full spool and an unusable one are told apart (the
+    detail of the latter stays in the log); anything else is a bug, raised as it is."""
+    if isinstance(error, SpoolFull):
+        return PublishError("spool full")
+    if isinstance(error, SpoolError):
+        log.error("spool append failed: %s", error)
+        return PublishError("spool unavailable")
+    return error

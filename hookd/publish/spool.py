@@ -66,12 +66,16 @@ __all__ = ["Spool", "SpoolClosed", "SpoolError", "SpoolFull", "SpoolLocked"]
 MAX_GROUP: Final = 1024
 #: Stop adding appends to a group once it holds this many bytes.
 MAX_GROUP_BYTES: Final = 16 * 1024 * 1024
-#: How long the loop gathers appends before handing them to the writer as one group. One
-#: hand-over wakes the writer thread, whose every wake-up is a GIL hand-off with the loop
-#: (measured with strace under new-connection-per-request load: 8-14 futex calls per request
-#: when each append went alone, and twice the CPU of a direct delivery); 1 ms adds at most that
-#: to a spooled answer, which waits for a disk flush anyway.
-GATHER_S: Final = 0.001
+#: How long the loop gathers appends before handing them to the writer as one group, which
+#: costs one wake-up of the writer (a GIL hand-off with the loop) and one ``fdatasync``, however
+#: many appends it carries. Both are paid per group, so the window sets the spool's CPU per
+#: request under load: too short and every request pays a flush of its own. 3 ms is what a
+#: spooled answer may wait on top of its flush; the producer's ``linger_ms`` makes a direct
+#: delivery wait the same way.
+GATHER_S: Final = 0.003
+#: Hand over at once when the gathered appends reach this many bytes: a flush is cheap next to
+#: writing this much, and large bodies should not wait out the window.
+HAND_OVER_BYTES: Final = 1024 * 1024
 #: Records kept in memory for the forwarder, per spool (at most ``max_bytes``).
 MEMORY_BYTES: Final = 64 * 1024 * 1024
 #: What one :meth:`Spool.oldest` returns at most, in frame bytes (at least one record).
@@ -161,6 +165,7 @@ class Spool:
         self._held_bytes = 0
         self._pending_bytes = 0  # accepted appends not written yet
         self._gathering: list[_Append] = []  # appends not handed to the writer yet
+        self._gathered_bytes = 0
         self._hand_over_at: asyncio.TimerHandle | None = None
         self._stats: _Stats = (0, 0)
         self._closing = False
@@ -241,31 +246,40 @@ class Spool:
         ``appends / commits`` is the group-commit factor."""
         return self._stats[1]
 
-    async def append(self, record: Record) -> None:
-        """Return once ``record`` is written and fdatasync'd.
+    def append(self, record: Record) -> asyncio.Future[None]:
+        """A future that resolves once ``record`` is written and fdatasync'd. A future, not a
+        coroutine: a request awaits its append without a task of its own.
 
-        Raises :class:`SpoolFull` (before anything is written) when the record would take the
-        spool beyond ``max_bytes``, counting appends still in flight; :class:`SpoolError` when
-        the write failed. If the awaiting task is cancelled, the record may still be written
-        and forwarded (at-least-once, never lost-but-acknowledged).
+        It fails with :class:`SpoolFull` (nothing written) when the record would take the
+        spool beyond ``max_bytes``, counting appends still in flight, and with
+        :class:`SpoolError` when the spool is closed or the write failed. If it is cancelled,
+        the record may still be written and forwarded (at-least-once, never
+        lost-but-acknowledged).
         """
-        self._check_open()
+        future: asyncio.Future[None] = self._loop.create_future()
         seq = self._next_seq
         meta = encode_meta(seq, record)
         length = FRAME_HEAD_BYTES + len(meta) + len(record.value)
         used = self._stats[0] + self._pending_bytes
-        if used + length > self.max_bytes:
-            raise SpoolFull(
-                f"spool {self.path} is full: {used} of {self.max_bytes} bytes used, "
-                f"record needs {length}"
-            )
+        try:
+            self._check_open()
+            if used + length > self.max_bytes:
+                raise SpoolFull(
+                    f"spool {self.path} is full: {used} of {self.max_bytes} bytes used, "
+                    f"record needs {length}"
+                )
+        except SpoolError as exc:
+            future.set_exception(exc)
+            return future
         self._next_seq = seq + 1
-        future: asyncio.Future[None] = self._loop.create_future()
         self._pending_bytes += length
         self._gathering.append(_Append(seq, meta, record.value, length, record, future))
-        if self._hand_over_at is None:
+        self._gathered_bytes += length
+        if self._gathered_bytes >= HAND_OVER_BYTES:
+            self._hand_over()
+        elif self._hand_over_at is None:
             self._hand_over_at = self._loop.call_later(GATHER_S, self._hand_over)
-        await future
+        return future
 
     def _hand_over(self) -> None:
         """Give the gathered appends to the writer: one queue entry, one wake-up."""
@@ -275,6 +289,7 @@ class Spool:
         if self._gathering:
             self._queue.put(self._gathering)
             self._gathering = []
+            self._gathered_bytes = 0
 
     async def oldest(self, limit: int, max_bytes: int = READ_BYTES) -> list[tuple[int, Record]]:
         """Up to ``limit`` records not yet forwarded (at most ``max_bytes`` of frames, at least

@@ -48,7 +48,10 @@ class StandInSpool:
     def release(self) -> None:
         self._open.set()
 
-    async def append(self, record: Record) -> None:
+    def append(self, record: Record) -> asyncio.Future[None]:
+        return asyncio.ensure_future(self._append(record))
+
+    async def _append(self, record: Record) -> None:
         await self._open.wait()
         self.appended.append(record)
 

@@ -274,10 +274,9 @@ def test_second_opener_is_refused_until_the_first_closes(tmp_path: Path) -> None
 def test_close_waits_for_queued_writes_and_is_idempotent(tmp_path: Path) -> None:
     async def scenario() -> None:
         spool = await Spool.open(tmp_path, BIG)
-        tasks = [asyncio.create_task(spool.append(record(i))) for i in range(300)]
-        await asyncio.sleep(0)  # every task has queued its record, none is committed yet
+        appends = [spool.append(record(i)) for i in range(300)]  # queued, none committed yet
         await asyncio.gather(spool.close(), spool.close())
-        await asyncio.gather(*tasks)  # all succeeded: close drained the queue first
+        await asyncio.gather(*appends)  # all succeeded: close drained the queue first
         await spool.close()
         with pytest.raises(SpoolClosed):
             await spool.append(record(999))
@@ -604,11 +603,10 @@ def test_a_cancelled_append_is_still_committed_and_accounted(tmp_path: Path) -> 
     async def scenario() -> None:
         spool = await Spool.open(tmp_path, BIG)
         try:
-            task = asyncio.create_task(spool.append(record(0)))
-            await asyncio.sleep(0)  # queued
-            task.cancel()
+            appended = spool.append(record(0))  # queued
+            appended.cancel()
             with pytest.raises(asyncio.CancelledError):
-                await task
+                await appended
             await spool.append(record(1))
             # At-least-once: the cancelled request was not answered, but its record is kept.
             assert [rec for _, rec in await everything(spool)] == [record(0), record(1)]
@@ -765,7 +763,7 @@ def test_power_loss_at_any_moment_keeps_every_acknowledged_append(
 
     run(scenario)
     # Every append was acknowledged by the end; the forwarder took some mid-way (how many
-    # depends on how the 1 ms gathering grouped them), so segments were removed meanwhile.
+    # depends on how the gather window grouped them), so segments were removed meanwhile.
     assert len(images) == 8 and images[-1][0] | forwarded == set(range(300))
     assert 0 < len(forwarded) <= 200
     for number, (acked, image) in enumerate(images):
