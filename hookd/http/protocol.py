@@ -197,7 +197,7 @@ class HttpProtocol(asyncio.Protocol):
         ctx.handshaking.pop(self, None)
         if ctx.open_connections >= ctx.config.max_connections:
             ctx.metrics.request(_NO_ROUTE, 503)
-            self._transport.write(responses.OVER_CAPACITY.close)
+            self._transport.write(responses.OVER_CAPACITY.closing_bytes)
             ctx.connections.add(self)  # counted, and swept, until its socket is gone
             self._close()
             return
@@ -492,8 +492,8 @@ class HttpProtocol(asyncio.Protocol):
                     "source_ip": exchange.client if exchange is not None else self._source_ip,
                 },
             )
-        closing = answer.closes or not self._keep_alive or ctx.draining
-        data = answer.close if closing else answer.keep_alive
+        closing = answer.ends_connection or not self._keep_alive or ctx.draining
+        data = answer.closing_bytes if closing else answer.keeping_bytes
         if exchange is not None and exchange.head.method == b"HEAD":
             data = data[: data.index(_HEAD_END) + len(_HEAD_END)]  # no content (RFC 9110 9.3.2)
         self._write(data)

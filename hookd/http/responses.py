@@ -23,12 +23,13 @@ _RETRY = ((b"retry-after", str(RETRY_AFTER_S).encode()),)
 
 @dataclass(frozen=True, slots=True)
 class Canned:
-    """A complete response. ``closes``: the connection ends after it whatever the request."""
+    """A complete response, serialized both ways. ``ends_connection``: the connection ends
+    after it whatever the request."""
 
     status: int
-    keep_alive: bytes
-    close: bytes
-    closes: bool
+    keeping_bytes: bytes  # the connection stays open
+    closing_bytes: bytes  # announces ``connection: close``
+    ends_connection: bool
     #: What the log says about a refusal; never a value from the request.
     reason: str = ""
 
