@@ -294,12 +294,12 @@ def check_invariants(outcome: Outcome, sent: bytes) -> list[Answer]:
     for i, answer in enumerate(answers):
         assert answer.status in ALLOWED, answer
         if answer.status in REFUSALS:
-            assert answer.ends_connection, answer
+            assert answer.closes, answer
         if answer.status == 503:
             assert answer.headers.get(b"retry-after", b"").isdigit(), answer
         if answer.status == 405:
             assert answer.headers.get(b"allow") == b"POST", answer
-        if answer.ends_connection:
+        if answer.closes:
             assert i == len(answers) - 1, f"answer after a closing {answer.status}: {answers}"
             assert transport.closed_by_protocol, answer
     assert transport.writes_after_close == 0
@@ -759,7 +759,7 @@ def test_bodies_and_heads_over_the_limits_are_refused(loop: ManualClockLoop) -> 
         status = finals[0].status
         assert bool(outcome.outbox.records) == (status == 200)
         if status != 200:
-            assert finals[0].ends_connection and outcome.transport.closed_by_protocol
+            assert finals[0].closes and outcome.transport.closed_by_protocol
         framing = "chunked" if b"Transfer-Encoding: chunked" in raw else "length"
         seen.update(["examples", f"{status}-{framing}"])
 
