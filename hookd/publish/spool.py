@@ -166,6 +166,7 @@ class Spool:
         self._pending_bytes = 0  # accepted appends not written yet
         self._gathering: list[_Append] = []  # appends not handed to the writer yet
         self._gathered_bytes = 0
+        self._riders: list[_Commit] = []  # head notes that go with the gathered appends
         self._hand_over_at: asyncio.TimerHandle | None = None
         self._stats: _Stats = (0, 0)
         self._closing = False
@@ -290,6 +291,10 @@ class Spool:
             self._queue.put(self._gathering)
             self._gathering = []
             self._gathered_bytes = 0
+        for commit in self._riders:  # queued before the writer holds the GIL: one wake-up
+            self._queue.put(commit)
+        self._riders = []
+        self._riders: list[_Commit] = []  # head notes that go with the gathered appends
 
     async def oldest(self, limit: int, max_bytes: int = READ_BYTES) -> list[tuple[int, Record]]:
         """Up to ``limit`` records not yet forwarded (at most ``max_bytes`` of frames, at least
@@ -353,7 +358,12 @@ class Spool:
             return
         self._committed_head = head
         future: asyncio.Future[None] = self._loop.create_future()
-        self._queue.put(_Commit(head, future))
+        if self._gathering:
+            # Appends are handed over within GATHER_S: the note rides with them, and the
+            # writer wakes once for both (under load, half its wake-ups were these notes).
+            self._riders.append(_Commit(head, future))
+        else:
+            self._queue.put(_Commit(head, future))
         await future
 
     async def close(self, *, remove_if_empty: bool = False) -> None:
