@@ -294,7 +294,6 @@ class Spool:
         for commit in self._riders:  # queued before the writer holds the GIL: one wake-up
             self._queue.put(commit)
         self._riders = []
-        self._riders: list[_Commit] = []  # head notes that go with the gathered appends
 
     async def oldest(self, limit: int, max_bytes: int = READ_BYTES) -> list[tuple[int, Record]]:
         """Up to ``limit`` records not yet forwarded (at most ``max_bytes`` of frames, at least
