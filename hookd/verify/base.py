@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Final, Self
 
 import orjson
 
-from hookd.config import RouteConfig
+from hookd.settings import RouteConfig
 
 
 class Rejected(Exception):

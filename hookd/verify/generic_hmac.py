@@ -11,7 +11,7 @@ from __future__ import annotations
 import string
 import uuid
 
-from hookd.config import RouteConfig
+from hookd.settings import RouteConfig
 from hookd.verify.base import (
     DECODERS,
     ENCODERS,

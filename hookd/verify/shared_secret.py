@@ -11,7 +11,7 @@ import binascii
 import hmac
 from collections.abc import Iterable
 
-from hookd.config import RouteConfig
+from hookd.settings import RouteConfig
 from hookd.verify.base import (
     Rejected,
     Request,

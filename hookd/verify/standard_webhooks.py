@@ -13,7 +13,7 @@ import binascii
 import uuid
 from collections.abc import Sequence
 
-from hookd.config import RouteConfig
+from hookd.settings import RouteConfig
 from hookd.verify.base import (
     Headers,
     Mac,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from hookd.config import RouteConfig
+from hookd.settings import RouteConfig
 from hookd.verify.base import (
     Mac,
     Rejected,

@@ -13,7 +13,7 @@ import hmac
 from typing import ClassVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from hookd.config import RouteConfig
+from hookd.settings import RouteConfig
 from hookd.verify.base import (
     Rejected,
     Request,

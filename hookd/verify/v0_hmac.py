@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import orjson
 
-from hookd.config import RouteConfig
+from hookd.settings import RouteConfig
 from hookd.verify.base import (
     Mac,
     Rejected,
