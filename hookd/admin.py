@@ -22,6 +22,7 @@ from typing import Protocol, cast
 import h11
 
 from hookd.metrics import Gauge, merge_expositions, render_gauge
+from hookd.verify.base import split_target
 
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _METRICS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
@@ -112,7 +113,7 @@ class AdminProtocol(asyncio.Protocol):
         if request.method != b"GET":
             self._answer(405, b"method not allowed\n", _TEXT, (b"allow", b"GET"))
             return
-        path = request.target.partition(b"?")[0]
+        path = split_target(request.target)[0]
         if path == b"/healthz":
             problem = await self._source.wedged()
             if problem is None:

@@ -302,7 +302,7 @@ MUTATIONS = (
     ),
     Mutation(
         "no offline boot",
-        "hookd/app.py",
+        "hookd/startup.py",
         (
             (
                 "if not any(route.ack_mode is not AckMode.KAFKA for route in routes.routes):",
