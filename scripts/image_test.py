@@ -9,6 +9,10 @@ delivery gets 200 from the spool, ``podman stop`` drains and exits 0, and after 
 spooled record reaches Kafka. Prints time to ready and the RSS inside the container; exits
 non-zero on the first failure. The container shares the host's network (loopback only): the
 broker, the webhook port and admin port 9090 (the HEALTHCHECK's) are on 127.0.0.1.
+
+The broker, the port, polling and reading the topic back are the harness the tests and the bench
+share (embedded_broker.py); the container's RSS is procstats.py's, next to it in scripts/, so
+``PYTHONPATH=scripts`` (as ``make image-test`` sets it) is all this script needs.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import uuid
 from pathlib import Path
 
 import embedded_broker
+from embedded_broker import holds, wait_for
+from procstats import memory_kb
 
 ADMIN_PORT = 9090  # the Dockerfile's HEALTHCHECK asks this port
 UID = 10001
@@ -104,50 +110,20 @@ def deliver(port: int, path: str, marker: str) -> int:
     return status
 
 
-def wait_until(what: str, check, timeout_s: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
+def wait_ready(what: str, timeout_s: float) -> None:
+    def ready() -> bool:
         try:
-            if check():
-                return time.monotonic() - start
+            return call("GET", ADMIN_PORT, "/readyz")[0] == 200
         except OSError:
-            pass
-        time.sleep(0.1)
-    raise Failed(f"{what}: not within {timeout_s:.0f} s")
+            return False
+
+    if not wait_for(ready, timeout_s, interval=0.1):
+        raise Failed(f"{what}: not within {timeout_s:.0f} s")
 
 
-def in_kafka(broker: str, marker: str, timeout_s: float = 30) -> None:
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": broker,
-            "group.id": f"image-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        metadata = consumer.list_topics(TOPIC, timeout=10).topics.get(TOPIC)
-        partitions = sorted(metadata.partitions) if metadata and metadata.partitions else [0]
-        consumer.assign([TopicPartition(TOPIC, p, 0) for p in partitions])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None and not message.error() and marker.encode() in message.value():
-                return
-    finally:
-        consumer.close()
-    raise Failed(f"record {marker} not in Kafka within {timeout_s:.0f} s")
-
-
-def process_tree(pid: int) -> list[int]:
-    pids, frontier = [pid], [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
-            pids.append(int(child))
-            frontier.append(int(child))
-    return pids
+def in_kafka(broker: str, marker: str, patience_s: float = 30) -> None:
+    if not holds(broker, TOPIC, marker.encode(), patience_s):
+        raise Failed(f"record {marker} not in Kafka (nothing new for {patience_s:.0f} s)")
 
 
 def status_field(pid: int, name: str) -> str:
@@ -181,8 +157,7 @@ def check_image(image: str, work: Path, broker: embedded_broker.Broker) -> dict[
     started = time.monotonic()
     podman("--runtime", "runc", "run", "-d", "--name", name, *run_flags, image)
     try:
-        ready = lambda: call("GET", ADMIN_PORT, "/readyz")[0] == 200  # noqa: E731
-        wait_until("/readyz 200", ready, 60)
+        wait_ready("/readyz 200", 60)
         figures["ready_s"] = time.monotonic() - started  # from `podman run`
         marker = uuid.uuid4().hex
         if (status := deliver(port, "/github", marker)) != 200:
@@ -201,9 +176,7 @@ def check_image(image: str, work: Path, broker: embedded_broker.Broker) -> dict[
         )
         if "ro" not in root_mount[5].split(","):
             raise Failed(f"the root filesystem is mounted {root_mount[5]}, not read-only")
-        figures["rss_mb"] = (
-            sum(int(status_field(p, "VmRSS").split()[0]) for p in process_tree(pid)) / 1024
-        )
+        figures["rss_mb"] = memory_kb(pid).rss_kb / 1024
         podman("--runtime", "runc", "healthcheck", "run", name)  # non-zero: Failed
 
         # The spool on the volume outlives the container.
@@ -221,7 +194,7 @@ def check_image(image: str, work: Path, broker: embedded_broker.Broker) -> dict[
         finally:
             os.kill(broker.process.pid, signal.SIGCONT)
         podman("--runtime", "runc", "start", name)
-        wait_until("/readyz 200 after the restart", ready, 60)
+        wait_ready("/readyz 200 after the restart", 60)
         in_kafka(broker.address, spooled)
     except Failed:
         print(podman("logs", "--tail", "30", name, check=False), file=sys.stderr)

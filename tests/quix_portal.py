@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from embedded_broker import create_topic
+
 #: Kafka topic configuration the Portal reports for a topic created with defaults.
 DEFAULT_PARTITIONS = 1
 DEFAULT_RETENTION_MINUTES = 10080
@@ -153,7 +155,9 @@ class QuixPortal:
             topic = _Topic(name=name, id=f"{self.workspace_id}-{name}", partitions=partitions)
             self._topics[name] = topic
             answer = topic.as_json(self.workspace_id)  # "Creating", as the real Portal says
-        _create_on_broker(self.broker_address, topic.id, partitions)
+        # As Quix Cloud does behind the Portal; an existing one is fine (the embedded broker
+        # lives for the whole test session, and a test may reuse a topic name).
+        create_topic(self.broker_address, topic.id, partitions, exist_ok=True)
         with self._lock:
             topic.status = "Ready"
         return 200, answer
@@ -179,24 +183,6 @@ class QuixPortal:
             except json.JSONDecodeError:
                 return 400, {"message": "invalid JSON"}
         return 404, {"message": f"no endpoint {method} {path} in this stand-in"}
-
-
-def _create_on_broker(broker_address: str, topic: str, partitions: int) -> None:
-    """Create the real topic, as Quix Cloud does behind the Portal; an existing one is fine
-    (the embedded broker lives for the whole test session)."""
-    from confluent_kafka import KafkaError
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": broker_address})
-    future = admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=1)], request_timeout=10
-    )[topic]
-    try:
-        future.result(timeout=15)
-    except Exception as exc:
-        error = exc.args[0] if exc.args else None
-        if not (isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS):
-            raise
 
 
 class _Handler(BaseHTTPRequestHandler):

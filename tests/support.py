@@ -1,6 +1,7 @@
 """Test support: hookd as a subprocess with generated configs, load and faults around it.
 
-The broker, ports and reading records back are the shared harness's (scripts/embedded_broker.py).
+The broker, ports, polling (``wait_for``) and reading records back are the shared harness's
+(scripts/embedded_broker.py); /proc readings are scripts/procstats.py's.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import embedded_broker
+from embedded_broker import wait_for
 from http_client import Client, segment_request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,17 +109,6 @@ def metric(port: int, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` passes
-    (then its last value is returned, for the caller's assertion to show)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
-
-
 class Sampler:
     """Calls ``probe`` every ``interval`` seconds in a thread, keeping (monotonic time, value)."""
 
@@ -149,17 +140,16 @@ class Sampler:
 
 
 def wait_ready(hookd: HookdProcess, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if hookd.process.poll() is not None:
             raise RuntimeError(f"hookd exited with {hookd.process.returncode}:\n{hookd.log()}")
         try:
-            if http_get(hookd.admin_port, "/readyz")[0] == 200:
-                return
+            return http_get(hookd.admin_port, "/readyz")[0] == 200
         except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"hookd not ready after {timeout}s:\n{hookd.log()}")
+            return False
+
+    if not wait_for(ready, timeout, interval=0.1):
+        raise RuntimeError(f"hookd not ready after {timeout}s:\n{hookd.log()}")
 
 
 HookdFactory = Callable[..., HookdProcess]

@@ -15,9 +15,9 @@ import struct
 import time
 
 import pytest
-from embedded_broker import read_topic
+from embedded_broker import read_topic, wait_for
 from http_client import Client, Response, segment_request
-from support import http_get, unique_topic, wait_for
+from support import http_get, unique_topic
 
 SECRET = b"client-address-secret"
 TRUSTED, UNTRUSTED = "127.0.0.1", "127.0.0.2"

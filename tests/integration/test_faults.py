@@ -20,9 +20,9 @@ from pathlib import Path
 
 import embedded_broker
 import pytest
-from embedded_broker import read_topic
+from embedded_broker import read_topic, wait_for
 from http_client import request, segment_request
-from support import Launcher, Load, Sampler, TcpProxy, http_get, metric, unique_topic, wait_for
+from support import Launcher, Load, Sampler, TcpProxy, http_get, metric, unique_topic
 
 from hookd.publish.segments import pending_frames
 from hookd.publish.spool import Spool

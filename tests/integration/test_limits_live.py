@@ -25,8 +25,10 @@ import time
 
 import embedded_broker
 import pytest
+from embedded_broker import wait_for
 from http_client import Client, segment_request, segment_signature
-from support import ROOT, http_get, render_config, unique_topic, wait_for, wait_ready
+from procstats import cpu_seconds, rss_kb
+from support import ROOT, http_get, render_config, unique_topic, wait_ready
 from test_tls import self_signed
 
 SECRET = b"limits"
@@ -35,20 +37,6 @@ SECRET = b"limits"
 def route(topic: str | None = None) -> dict:
     return {"path": "/in", "topic": topic or unique_topic("limits"), "verify": "segment",
             "secrets": [SECRET.decode()]}  # fmt: skip
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def answer_or_reset(sock: socket.socket, timeout: float = 10) -> bytes:
@@ -91,7 +79,7 @@ def test_one_byte_chunk_abuse_stays_bounded_in_memory_and_cpu(start_hookd):
         b"POST /in HTTP/1.1\r\nHost: x\r\nX-Signature: " + segment_signature(SECRET, body)
         + b"\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1\r\nx\r\n" * CHUNKS + b"0\r\n\r\n"
     )  # fmt: skip
-    rss_before, cpu_before = rss_bytes(pid), cpu_seconds(pid)
+    rss_before, cpu_before = rss_kb(pid) * 1024, cpu_seconds(pid)
     peak = rss_before
     answers: list[bytes] = []
 
@@ -105,11 +93,11 @@ def test_one_byte_chunk_abuse_stays_bounded_in_memory_and_cpu(start_hookd):
     for thread in threads:
         thread.start()
     while any(thread.is_alive() for thread in threads):
-        peak = max(peak, rss_bytes(pid))
+        peak = max(peak, rss_kb(pid) * 1024)
         time.sleep(0.01)
     for thread in threads:
         thread.join()
-    peak = max(peak, rss_bytes(pid))
+    peak = max(peak, rss_kb(pid) * 1024)
     cpu = cpu_seconds(pid) - cpu_before
     growth = peak - rss_before
     print(f"\nchunk abuse (2 x {CHUNKS} one-byte chunks): RSS +{growth / 2**20:.1f} MiB, "

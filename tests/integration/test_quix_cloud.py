@@ -12,8 +12,7 @@ import subprocess
 import sys
 import time
 
-from confluent_kafka.admin import AdminClient
-from embedded_broker import read_topic
+from embedded_broker import read_topic, topic_names
 from http_client import request, segment_request
 from quix_portal import QuixPortal
 from support import ROOT, render_config, unique_topic
@@ -48,11 +47,6 @@ ROUTE = {"path": "/segment", "topic": "${output}", "verify": "segment", "secrets
 NO_BROKER = {"broker_address": None}
 
 
-def broker_topics(broker_address: str) -> set[str]:
-    admin = AdminClient({"bootstrap.servers": broker_address})
-    return set(admin.list_topics(timeout=10).topics)
-
-
 def test_publishes_to_the_workspace_topic_through_the_portal(broker, start_hookd):
     with QuixPortal(broker.address, TOKEN, WORKSPACE) as portal:
         hookd = start_hookd([ROUTE], kafka=NO_BROKER, env=quix_env(portal))
@@ -74,7 +68,7 @@ def test_publishes_to_the_workspace_topic_through_the_portal(broker, start_hookd
         assert served.authorization == f"Bearer {TOKEN}"
         assert served.x_version == "2.0"
     assert [s.status for s in portal.served] == [200, 404, 200, 200, 200]
-    topics = broker_topics(broker.address)
+    topics = topic_names(broker.address)
     assert "ws1-webhooks" in topics
     assert "webhooks" not in topics  # quixstreams produced to topic.name, not the Quix name
 

@@ -9,9 +9,9 @@ import re
 import time
 
 import pytest
-from embedded_broker import read_topic
+from embedded_broker import read_topic, wait_for
 from http_client import Client, request, segment_request
-from support import http_get, unique_topic, wait_for
+from support import http_get, unique_topic
 
 from hookd import send
 from hookd.config import validate

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import signal
 
+from embedded_broker import wait_for
 from http_client import request, segment_request
-from support import unique_topic, wait_for
+from support import unique_topic
 
 
 def status(hookd, secret: bytes) -> int:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import time
 
+from embedded_broker import wait_for
 from http_client import request, segment_request
-from support import http_get, unique_topic, wait_for
+from support import http_get, unique_topic
 
 SECRET = b"quiet-secret"
 EXPECT_EVERY_S = 3.0

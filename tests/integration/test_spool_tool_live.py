@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import embedded_broker
-from embedded_broker import read_topic
+from embedded_broker import read_topic, wait_for
 from http_client import request, segment_request
-from support import ROOT, Launcher, metric, render_config, unique_topic, wait_for
+from support import ROOT, Launcher, metric, render_config, unique_topic
 
 from hookd.publish.segments import dead_letters, spool_dir, spool_indexes
 from hookd.publish.spool import Spool

@@ -1,7 +1,14 @@
 """Process statistics from /proc: CPU seconds of a process tree, memory, CPU busy time.
 
 The bench's figures (CPU µs per request, RSS/PSS, whether others used the server's CPU) are
-read here, from the kernel's own accounting, so that no load generator's view enters them.
+read here, from the kernel's own accounting, so that no load generator's view enters them;
+the image smoke test (the RSS inside a container) and the tests (a process's RSS and CPU under
+abuse) read theirs here too.
+
+It lives in ``scripts/`` next to the broker harness (embedded_broker.py) for the same reason:
+that directory is already on every user's import path (pytest's ``pythonpath``,
+``PYTHONPATH=scripts`` for ``make image-test``, and ``bench/run.py``'s one ``sys.path`` line),
+so no user adds a path of its own to import it.
 """
 
 from __future__ import annotations
@@ -89,12 +96,17 @@ def cpu_busy_pct(before: Jiffies, cpus: tuple[int, ...]) -> tuple[float, float]:
     return (100 * busy / total, 100 * steal / total) if total else (0.0, 0.0)
 
 
+def rss_kb(pid: int) -> int:
+    """RSS of one process (not its tree), in KiB: cheap enough to sample every few ms."""
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KB
+
+
 def memory_kb(root: int) -> Memory:
     """RSS and PSS of the tree. PSS splits shared pages (forked workers) fairly."""
     rss = pss = 0
     for pid in process_tree(root):
         with contextlib.suppress(OSError, IndexError, ValueError):
-            rss += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KB
+            rss += rss_kb(pid)
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
