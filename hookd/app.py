@@ -158,7 +158,8 @@ class Hookd:
         )
         # What start-up made (modules, config, the producer) lives as long as the process. A
         # full collection would walk it all and stall every request meanwhile (tens of ms:
-        # the p99); frozen, the collector sees only what serving makes.
+        # the p99); frozen, the collector sees only what serving makes. (A forked worker's
+        # collect walks only what it made since the supervisor froze the rest.)
         gc.collect()
         gc.freeze()
         await self._stopping.wait()

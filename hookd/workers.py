@@ -71,6 +71,10 @@ def serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
 def supervise(prepared: Prepared, count: int) -> int:
     """Run ``count`` workers until SIGTERM/SIGINT; exit status 0 when every worker drained."""
     gc.collect()  # drop the start-up Kafka clients before forking
+    # Frozen before the fork, what start-up made stays out of every worker's collections, which
+    # would otherwise write to (and so copy) each page the workers share (Hookd.run freezes
+    # what a worker makes before it serves).
+    gc.freeze()
     server = prepared.config.server
     # Fail here, clearly, rather than in N crash-looping children.
     listen_socket(server.listen_address, reuse_port=True).close()
