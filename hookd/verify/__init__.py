@@ -1,4 +1,5 @@
-"""Signature schemes by name. Each scheme is one small pure module; see docs/providers.md."""
+"""Signature schemes by name (``SCHEMES``). Each module holds one family of schemes and is pure;
+see docs/providers.md."""
 
 from hookd.verify.asymmetric import Discord, SendGrid
 from hookd.verify.base import (
