@@ -22,7 +22,7 @@ from typing import Protocol, cast
 import h11
 
 from hookd.metrics import Gauge, merge_expositions, render_gauge
-from hookd.verify.base import split_target
+from hookd.target import split_target
 
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _METRICS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")

@@ -22,7 +22,7 @@ from typing import Literal
 
 import orjson
 
-from hookd.verify.base import split_target
+from hookd.target import split_target
 
 LogFormat = Literal["json", "text"]
 

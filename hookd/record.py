@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hookd.verify import Request, Verified, split_target
+from hookd.target import split_target
+from hookd.verify import Request, Verified
 from hookd.verify.base import NOT_JSON, parse_json
 
 RecordHeaders = tuple[tuple[str, bytes], ...]

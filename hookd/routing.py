@@ -9,7 +9,8 @@ from hookd.dedup import DedupWindow
 from hookd.net.networks import NetworkSet, parse_network
 from hookd.publish.ack import AckMode
 from hookd.record import KeyRule
-from hookd.verify import SCHEMES, SchemeConfigError, Verifier, split_target
+from hookd.target import split_target
+from hookd.verify import SCHEMES, SchemeConfigError, Verifier
 
 
 @dataclass(frozen=True, slots=True)

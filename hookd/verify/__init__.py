@@ -10,7 +10,6 @@ from hookd.verify.base import (
     SchemeConfigError,
     Verified,
     Verifier,
-    split_target,
 )
 from hookd.verify.body_hmac import (
     Bitbucket,
@@ -70,5 +69,4 @@ __all__ = [
     "SchemeConfigError",
     "Verified",
     "Verifier",
-    "split_target",
 ]

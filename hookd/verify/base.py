@@ -85,15 +85,6 @@ class Request:
     body: bytes
 
 
-def split_target(target: bytes) -> tuple[bytes, bytes | None]:
-    """A request target as ``(path, query)``: the query is what follows the first ``?``
-    (``b""`` after a bare ``?``), ``None`` without one. The one place a target is split:
-    routes match the path alone, logs name the path alone (a query may hold a token), and
-    the URL-signing schemes sign the query exactly as received, a bare ``?`` included."""
-    path, sep, query = target.partition(b"?")
-    return path, (query if sep else None)
-
-
 @dataclass(frozen=True, slots=True)
 class Verified:
     """A request that passed. ``reply`` is set for handshakes: answer it, publish nothing."""

@@ -14,6 +14,7 @@ from typing import ClassVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from hookd.settings import RouteConfig
+from hookd.target import split_target
 from hookd.verify.base import (
     Rejected,
     Request,
@@ -28,7 +29,6 @@ from hookd.verify.base import (
     mac_of,
     parse_int,
     signature_header,
-    split_target,
 )
 
 
