@@ -1,12 +1,12 @@
 """The local durable outbox: records written and fdatasynced before hookd answers 2xx.
 
 A route with ``ack = "spool"`` (or any route while Kafka cannot ack, with ``fallback =
-"spool"``) awaits :meth:`Spool.append`; when it returns, the record is in the spool's log
-(:mod:`hookd.publish.segments`: format and crash safety) and survives ``kill -9`` and power
-loss. The forwarder takes records with :meth:`Spool.oldest` -- from memory while this process
-still holds them (up to :data:`MEMORY_BYTES`), from disk for what an earlier process left or
-what did not fit -- and releases them with :meth:`Spool.delete` only after the broker's ack,
-so every record reaches Kafka at least once.
+"spool"``) awaits the future :meth:`Spool.append` returns; once it resolves, the record is in
+the spool's log (:mod:`hookd.publish.segments`: format and crash safety) and survives
+``kill -9`` and power loss. The forwarder takes records with :meth:`Spool.oldest` -- from
+memory while this process still holds them (up to :data:`MEMORY_BYTES`), from disk for what an
+earlier process left or what did not fit -- and releases them with :meth:`Spool.delete` only
+after the broker's ack, so every record reaches Kafka at least once.
 
 Why a log and not SQLite (which the spool was before; measured with ``make bench``): SQLite
 wrote each byte three times -- the WAL frame, the checkpoint into the database, the freed pages
@@ -259,18 +259,18 @@ class Spool:
         """
         future: asyncio.Future[None] = self._loop.create_future()
         seq = self._next_seq
-        meta = encode_meta(seq, record)
-        length = FRAME_HEAD_BYTES + len(meta) + len(record.value)
-        used = self._stats[0] + self._pending_bytes
         try:
             self._check_open()
+            meta = encode_meta(seq, record)
+            length = FRAME_HEAD_BYTES + len(meta) + len(record.value)
+            used = self._stats[0] + self._pending_bytes
             if used + length > self.max_bytes:
                 raise SpoolFull(
                     f"spool {self.path} is full: {used} of {self.max_bytes} bytes used, "
                     f"record needs {length}"
                 )
-        except SpoolError as exc:
-            future.set_exception(exc)
+        except Exception as exc:  # closed, full, or a record the format cannot hold
+            future.set_exception(exc)  # the awaiting request answers; nothing raises at it
             return future
         self._next_seq = seq + 1
         self._pending_bytes += length
@@ -283,7 +283,8 @@ class Spool:
         return future
 
     def _hand_over(self) -> None:
-        """Give the gathered appends to the writer: one queue entry, one wake-up."""
+        """Give the gathered appends (one queue entry) and the head notes riding with them to
+        the writer, which wakes once for all of them."""
         if self._hand_over_at is not None:
             self._hand_over_at.cancel()
             self._hand_over_at = None

@@ -271,6 +271,82 @@ def test_second_opener_is_refused_until_the_first_closes(tmp_path: Path) -> None
     run(scenario)
 
 
+def _recording_groups(spool: Spool) -> list[list[str]]:
+    """The groups the writer processes, each as it woke for it: "appends" for a gathered list
+    of appends, else the operation's class name."""
+    groups: list[list[str]] = []
+    process = spool._process
+
+    def recorded(ops: list[object], appends: list[object]) -> object:
+        groups.append(["appends" if isinstance(op, list) else type(op).__name__ for op in ops])
+        return process(ops, appends)  # type: ignore[arg-type]
+
+    spool._process = recorded  # type: ignore[method-assign, assignment]
+    return groups
+
+
+def test_a_head_note_made_while_appends_gather_rides_with_them(tmp_path: Path) -> None:
+    async def first() -> list[list[str]]:
+        spool = await Spool.open(tmp_path, BIG)
+        await asyncio.gather(*(spool.append(record(i)) for i in range(5)))
+        forwarded = await everything(spool)
+        groups = _recording_groups(spool)
+        gathering = [spool.append(record(i)) for i in range(5, 8)]  # waiting out GATHER_S
+        await spool.delete([seq for seq, _ in forwarded])  # its note waits for them
+        await asyncio.gather(*gathering)
+        await spool.close()
+        return groups
+
+    # One wake-up of the writer for both: the gathered appends, then the note.
+    assert run(first)[0] == ["appends", "_Commit"]
+
+    async def second() -> list[Record]:
+        spool = await Spool.open(tmp_path, BIG)
+        try:
+            return [rec for _, rec in await everything(spool)]
+        finally:
+            await spool.close()
+
+    assert run(second) == [record(i) for i in range(5, 8)]  # the note reached the disk
+
+
+def test_a_mebibyte_of_appends_is_handed_over_at_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        spool = await Spool.open(tmp_path, BIG)
+        try:
+            small = spool.append(record(0))
+            assert len(spool._gathering) == 1  # waits out GATHER_S
+            large = spool.append(record(1, size=spool_module.HAND_OVER_BYTES))
+            assert spool._gathering == [] and spool._hand_over_at is None  # handed over now
+            await asyncio.gather(small, large)
+            assert [rec for _, rec in await everything(spool)] == [
+                record(0),
+                record(1, size=spool_module.HAND_OVER_BYTES),
+            ]
+        finally:
+            await spool.close()
+
+    run(scenario)
+
+
+def test_a_record_the_format_cannot_hold_fails_its_future_not_the_caller(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        spool = await Spool.open(tmp_path, BIG)
+        try:
+            unholdable = Record("t" * 70_000, None, b"x", (), 0)  # topic length is a u16
+            appended = spool.append(unholdable)  # raises nothing here
+            with pytest.raises(Exception, match="format"):
+                await appended
+            await spool.append(record(0))  # the spool goes on
+            assert spool.depth == 1
+        finally:
+            await spool.close()
+
+    run(scenario)
+
+
 def test_close_waits_for_queued_writes_and_is_idempotent(tmp_path: Path) -> None:
     async def scenario() -> None:
         spool = await Spool.open(tmp_path, BIG)
