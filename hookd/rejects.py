@@ -222,8 +222,8 @@ def reject_record(
 
 class Rejects:
     """Per-worker state of the rejects topic: a token bucket and the last accepted
-    content-type per route. ``clock``: monotonic seconds (the buckets); ``wall``: unix seconds
-    (``received_at``)."""
+    content-type per route. ``clock``: monotonic seconds (the buckets). A refusal's
+    ``received_at`` is the caller's reading of the wall clock, as an accepted record's is."""
 
     def __init__(
         self,
@@ -234,7 +234,6 @@ class Rejects:
         rate: float = RATE_PER_S,
         burst: int = BURST,
         clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
     ) -> None:
         self.topic = topic
         self._send = send
@@ -242,7 +241,6 @@ class Rejects:
         self._rate = rate
         self._burst = burst
         self._clock = clock
-        self._wall = wall
         self._buckets: dict[str, TokenBucket] = {}
         self._content_types: dict[str, bytes] = {}
 
@@ -261,6 +259,7 @@ class Rejects:
         parts: Sequence[bytes],
         source_ip: str,
         *,
+        received_at_ms: int,
         complete: bool = False,
         detail: str | None = None,
     ) -> Record | None:
@@ -285,7 +284,7 @@ class Rejects:
                 body=body,
                 body_complete=complete,
                 source_ip=source_ip,
-                received_at_ms=int(self._wall() * 1000),
+                received_at_ms=received_at_ms,
                 last_content_type=self._content_types.get(route.path),
             )
             self._send(record)

@@ -380,7 +380,7 @@ class HttpProtocol(asyncio.Protocol):
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         request = Request(head.method, head.target, Headers(head.headers), body)
         try:
-            verdict = intake(route, request, exchange.client, time.time_ns(), time.monotonic())
+            verdict = intake(route, request, exchange.client, time.time_ns(), self._loop.time())
         except Exception:
             self._internal_error(route)
             return
@@ -437,7 +437,7 @@ class HttpProtocol(asyncio.Protocol):
         assert route is not None and publish is not None
         error = future.exception()
         if error is None and route.dedup is not None and publish.delivery_id is not None:
-            route.dedup.add(publish.delivery_id, publish.fingerprint, time.monotonic())
+            route.dedup.add(publish.delivery_id, publish.fingerprint, self._loop.time())
         if self._transport is None or exchange is not self._exchange:
             return  # the client left, or was answered by the backstop; the record's fate is set
         if error is None:
@@ -464,6 +464,7 @@ class HttpProtocol(asyncio.Protocol):
                 exchange.head,
                 exchange.parts,
                 exchange.client,
+                received_at_ms=time.time_ns() // 1_000_000,
                 complete=complete,
                 detail=detail,
             )

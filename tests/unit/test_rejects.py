@@ -30,6 +30,8 @@ from hookd.routing import Route, build_routes
 from hookd.verify import Headers, Rejected, Request
 
 NOW = 1_750_000_000.0
+#: When a refused request came in, as the connection read the wall clock.
+AT_MS = int(NOW * 1000)
 SECRET = "gh-configured-secret-4f1d9a"  # what the route holds
 SENDER_SECRET = "gh-rotated-at-provider-77c2e0"  # what the provider signs with now
 CREDENTIALS = [
@@ -74,7 +76,6 @@ class Sent:
             self.records.append,
             self.metrics.reject_dropped,
             clock=lambda: self.now,
-            wall=lambda: NOW,
         )
 
 
@@ -85,7 +86,15 @@ def refuse_401(rejects: Rejects, route: Route, head: Head, body: bytes, now: flo
         route.verifier.verify(request, now)
     exc = refused.value
     return rejects.refused(
-        route, 401, str(exc), head, [body], "198.51.100.7", complete=True, detail=exc.detail
+        route,
+        401,
+        str(exc),
+        head,
+        [body],
+        "198.51.100.7",
+        received_at_ms=AT_MS,
+        complete=True,
+        detail=exc.detail,
     )
 
 
@@ -176,7 +185,9 @@ def test_403_allow_list():
     route = route_for("github", allow_from=["192.30.252.0/22"])
     head = head_of([(b"host", b"x"), (b"x-hub-signature-256", b"sha256=" + b"ab" * 32)])
     sent = Sent()
-    record = sent.rejects.refused(route, 403, "source address not allowed", head, [], "10.1.2.3")
+    record = sent.rejects.refused(
+        route, 403, "source address not allowed", head, [], "10.1.2.3", received_at_ms=AT_MS
+    )
     got = value(record)
     assert (got["status"], got["reason"], got["source_ip"]) == (
         403,
@@ -191,12 +202,20 @@ def test_413_at_the_head_and_chunked_mid_body():
     route = route_for("github", max_body_bytes=1000)
     sent = Sent()
     head = head_of([(b"content-length", b"5000000")], content_length=5_000_000)
-    got = value(sent.rejects.refused(route, 413, "body too large", head, [], "192.0.2.1"))
+    got = value(
+        sent.rejects.refused(
+            route, 413, "body too large", head, [], "192.0.2.1", received_at_ms=AT_MS
+        )
+    )
     assert (got["status"], got["reason"]) == (413, "body too large")
     assert got["content_length"] == 5_000_000 and got["body_size"] == 0
     chunked = head_of([(b"transfer-encoding", b"chunked")], chunked=True)
     parts = [b"x" * 600, b"y" * 600]
-    got = value(sent.rejects.refused(route, 413, "body too large", chunked, parts, "192.0.2.1"))
+    got = value(
+        sent.rejects.refused(
+            route, 413, "body too large", chunked, parts, "192.0.2.1", received_at_ms=AT_MS
+        )
+    )
     assert got["reason"] == "body too large; body arrived chunked"
     assert got["content_length"] is None and got["body_size"] == 1200
     assert got["body_sha256"] == hashlib.sha256(b"".join(parts)).hexdigest()
@@ -207,7 +226,9 @@ def test_400_after_routing():
     route = route_for("github")
     head = head_of([(b"transfer-encoding", b"chunked")], chunked=True)
     reason = "malformed request: invalid chunk size"
-    got = value(Sent().rejects.refused(route, 400, reason, head, [b"{}"], "192.0.2.1"))
+    got = value(
+        Sent().rejects.refused(route, 400, reason, head, [b"{}"], "192.0.2.1", received_at_ms=AT_MS)
+    )
     assert got["status"] == 400 and got["reason"] == reason + "; body arrived chunked"
     assert got["body_size"] == 2
 
@@ -258,20 +279,27 @@ def test_compressed_body_and_changed_content_type():
     assert got["reason"] == "signature mismatch; " + "; ".join(got["hints"])
     # a charset's spelling is no change; another route's content-type is not this one's
     same = head_of([(b"content-type", b"application/json; charset=utf-8")])
-    assert value(sent.rejects.refused(route, 400, "x", same, [], "-"))["hints"] == []
+    assert (
+        value(sent.rejects.refused(route, 400, "x", same, [], "-", received_at_ms=AT_MS))["hints"]
+        == []
+    )
     other = route_for("stripe")
-    assert value(sent.rejects.refused(other, 400, "x", head, [], "-"))["hints"] == [
-        "body arrived compressed (content-encoding: gzip)"
-    ]
+    assert value(sent.rejects.refused(other, 400, "x", head, [], "-", received_at_ms=AT_MS))[
+        "hints"
+    ] == ["body arrived compressed (content-encoding: gzip)"]
 
 
 def test_the_body_prefix_only_when_the_route_captures_it():
     body = bytes(range(256)) * 2
     head = head_of([], content_length=len(body))
-    plain = value(Sent().rejects.refused(route_for("github"), 401, "x", head, [body], "-"))
+    plain = value(
+        Sent().rejects.refused(
+            route_for("github"), 401, "x", head, [body], "-", received_at_ms=AT_MS
+        )
+    )
     assert "body_prefix_b64" not in plain and body[:16].hex() not in json.dumps(plain)
     route = route_for("github", capture_rejected_body=100)
-    got = value(Sent().rejects.refused(route, 401, "x", head, [body], "-"))
+    got = value(Sent().rejects.refused(route, 401, "x", head, [body], "-", received_at_ms=AT_MS))
     assert base64.b64decode(got["body_prefix_b64"]) == body[:100]
     assert got["body_size"] == len(body)
 
@@ -325,14 +353,20 @@ def test_rejects_beyond_the_burst_are_dropped_and_counted_per_route():
     sent = Sent()
     github, stripe = route_for("github"), route_for("stripe")
     head = head_of([])
-    results = [sent.rejects.refused(github, 401, "x", head, [], "-") for _ in range(BURST + 20)]
+    results = [
+        sent.rejects.refused(github, 401, "x", head, [], "-", received_at_ms=AT_MS)
+        for _ in range(BURST + 20)
+    ]
     assert sum(r is not None for r in results) == BURST == len(sent.records)
     assert sent.metrics.rejects_dropped == {"/github": 20}
     # another route has its own bucket
-    assert sent.rejects.refused(stripe, 401, "x", head, [], "-") is not None
+    assert sent.rejects.refused(stripe, 401, "x", head, [], "-", received_at_ms=AT_MS) is not None
     # one second later: RATE_PER_S more
     sent.now += 1.0
-    again = [sent.rejects.refused(github, 401, "x", head, [], "-") for _ in range(20)]
+    again = [
+        sent.rejects.refused(github, 401, "x", head, [], "-", received_at_ms=AT_MS)
+        for _ in range(20)
+    ]
     assert sum(r is not None for r in again) == RATE_PER_S
     assert sent.metrics.rejects_dropped == {"/github": 30}
     text = sent.metrics.render().decode()
@@ -344,7 +378,10 @@ def test_a_failing_send_never_reaches_the_caller(caplog):
         raise RuntimeError("boom")
 
     rejects = Rejects("rejects", broken, lambda route: None)
-    assert rejects.refused(route_for("github"), 401, "x", head_of([]), [], "-") is None
+    assert (
+        rejects.refused(route_for("github"), 401, "x", head_of([]), [], "-", received_at_ms=AT_MS)
+        is None
+    )
     assert "rejects record for /github not written" in caplog.text
 
 

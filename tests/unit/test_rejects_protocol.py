@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from fakes import StandInOutbox, connect, server_context
 
@@ -89,7 +90,9 @@ RECORDED = {400, 401, 403, 413}
 
 def test_a_record_per_refusal_on_a_known_route_and_the_same_answers():
     plain, _ = answers(None)
+    before_ms = time.time_ns() // 1_000_000
     written, records = answers(lambda records: records.append)
+    after_ms = time.time_ns() // 1_000_000
     assert written == plain  # the rejects topic changes no answer
     statuses = [int(w.split(b" ", 2)[1]) for w in written]
     assert statuses == [200, 401, 401, 413, 413, 400, 403, 404, 405]
@@ -101,6 +104,8 @@ def test_a_record_per_refusal_on_a_known_route_and_the_same_answers():
     ]
     assert [(v["route"], v["status"]) for v in values] == expected
     assert {v["source_ip"] for v in values} == {"203.0.113.9"}
+    # received_at is the connection's reading of the wall clock, as for an accepted record
+    assert all(before_ms <= v["received_at"] <= after_ms for v in values), values
     for record in records:
         assert b"wrong-token-1a2b3c" not in record.value
         assert b"right-token-6e5d4c" not in record.value
