@@ -55,6 +55,15 @@ async def everything(spool: Spool) -> list[tuple[int, Record]]:
     return await spool.oldest(1_000_000)
 
 
+async def on_reopen(path: Path, max_bytes: int = BIG) -> list[Record]:
+    """What a fresh open of the spool at ``path`` finds to forward, in order (closed again)."""
+    spool = await Spool.open(path, max_bytes)
+    try:
+        return [rec for _, rec in await everything(spool)]
+    finally:
+        await spool.close()
+
+
 ODD_RECORDS = [
     Record(topic="t", key=None, value=b"", headers=(), timestamp_ms=0),
     Record(topic="t", key=b"", value=b"\x00", headers=(("", b""),), timestamp_ms=1),
@@ -299,15 +308,7 @@ def test_a_head_note_made_while_appends_gather_rides_with_them(tmp_path: Path) -
 
     # One wake-up of the writer for both: the gathered appends, then the note.
     assert run(first)[0] == ["appends", "_Commit"]
-
-    async def second() -> list[Record]:
-        spool = await Spool.open(tmp_path, BIG)
-        try:
-            return [rec for _, rec in await everything(spool)]
-        finally:
-            await spool.close()
-
-    assert run(second) == [record(i) for i in range(5, 8)]  # the note reached the disk
+    assert run(lambda: on_reopen(tmp_path)) == [record(i) for i in range(5, 8)]  # on disk
 
 
 def test_a_mebibyte_of_appends_is_handed_over_at_once(tmp_path: Path) -> None:
@@ -488,20 +489,13 @@ def test_a_torn_tail_is_cut_and_appends_go_on_after_it(
             await spool.append(rec)
         await spool.close()
 
-    async def read() -> list[Record]:
-        spool = await Spool.open(tmp_path, BIG)
-        try:
-            return [rec for _, rec in await everything(spool)]
-        finally:
-            await spool.close()
-
     run(lambda: write([record(i) for i in range(5)]))
     [(_, path)] = segments.segments(tmp_path / "spool-0")
     whole = path.read_bytes()
     # A frame cut short: the start of the next frame, as a crash mid-write leaves it.
     torn = segments.frame_head(segments.encode_meta(5, record(5)), record(5).value)[:30]
     path.write_bytes(whole + torn)
-    assert run(read) == [record(i) for i in range(5)]
+    assert run(lambda: on_reopen(tmp_path)) == [record(i) for i in range(5)]
     assert "torn tail of 30 bytes" in caplog.text
     assert path.read_bytes() == whole  # cut back
 
@@ -510,7 +504,7 @@ def test_a_torn_tail_is_cut_and_appends_go_on_after_it(
     frame += b"x" * 99 + b"y"
     path.write_bytes(whole + bytes(frame))
     run(lambda: write([record(6)]))
-    assert run(read) == [record(i) for i in (0, 1, 2, 3, 4, 6)]
+    assert run(lambda: on_reopen(tmp_path)) == [record(i) for i in (0, 1, 2, 3, 4, 6)]
 
 
 def test_records_beyond_memory_are_read_back_from_disk(
@@ -545,16 +539,9 @@ def test_forwarded_records_are_not_forwarded_again_after_a_restart(tmp_path: Pat
         await spool.delete([rows[6][0]])  # a hole after the head: not noted
         await spool.close()
 
-    async def second() -> list[Record]:
-        spool = await Spool.open(tmp_path, BIG)
-        try:
-            return [rec for _, rec in await everything(spool)]
-        finally:
-            await spool.close()
-
     run(first)
     # At-least-once: record 6 is forwarded again; 0-3 are not.
-    assert run(second) == [record(i) for i in range(4, 10)]
+    assert run(lambda: on_reopen(tmp_path)) == [record(i) for i in range(4, 10)]
 
 
 def test_open_reports_an_unusable_path(tmp_path: Path) -> None:
@@ -666,11 +653,7 @@ def test_any_records_round_trip_through_the_file(
         for rec in records:
             await spool.append(rec)
         await spool.close()
-        spool = await Spool.open(directory, BIG)
-        try:
-            return [rec for _, rec in await everything(spool)]
-        finally:
-            await spool.close()
+        return await on_reopen(directory)
 
     assert run(scenario) == records
 
@@ -846,15 +829,7 @@ def test_power_loss_at_any_moment_keeps_every_acknowledged_append(
         for seed in range(6):
             target = tmp_path / f"crash-{number}-{seed}"
             after_power_loss(image, live, target, random.Random(seed))
-
-            async def recovered(target: Path = target) -> list[Record]:
-                spool = await Spool.open(target, 400_000)
-                try:
-                    return [rec for _, rec in await everything(spool)]
-                finally:
-                    await spool.close()
-
-            got = run(recovered)
+            got = run(lambda target=target: on_reopen(target, 400_000))
             indexes = [int(rec.value.split(b":")[0]) for rec in got]
             assert got == [record(i, size=700) for i in indexes]  # nothing garbled
             assert indexes == sorted(indexes)
