@@ -94,7 +94,9 @@ class Outbox:
         Kafka twice, which at-least-once allows. ``SPOOL`` ignores it: the fsync is the answer.
         """
         if mode is AckMode.SPOOL:
-            return self._append(record, "ack")
+            spooled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._append(record, "ack", spooled)
+            return spooled
         published = self.publisher.publish(record)
         if mode is AckMode.KAFKA and (answer_by is None or published.done()):
             return published  # no deadline to keep, or refused at once
@@ -148,45 +150,37 @@ class Outbox:
         ``_spooling`` marks the request, so that it is never appended twice (deadline, then a
         failed publish)."""
         self._spooling.add(durable)
-        appended = self._append(record, "fallback")
-        self._fallbacks.add(appended)
-        appended.add_done_callback(partial(self._settle, durable))
+        self._fallbacks.add(self._append(record, "fallback", durable))
 
-    def _settle(self, durable: asyncio.Future[None], appended: asyncio.Future[None]) -> None:
-        self._fallbacks.discard(appended)
-        self._spooling.discard(durable)
-        if durable.done():
-            return
-        error = appended.exception()
-        if error is None:
-            durable.set_result(None)
-        else:
-            durable.set_exception(error)
-
-    def _append(self, record: Record, reason: str) -> asyncio.Future[None]:
-        """The record appended to the spool: a future that fails with :class:`PublishError`
-        (the answer's reason) where the spool's own error says why."""
+    def _append(
+        self, record: Record, reason: str, durable: asyncio.Future[None]
+    ) -> asyncio.Future[None]:
+        """Append the record to the spool; ``durable`` settles with the append, failing with
+        :class:`PublishError` (the answer's reason) where the spool's own error says why.
+        Returns the spool's future, which ``close`` waits for."""
         assert self.spool is not None, "config validation requires [spool] for spool modes"
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.spool.append(record).add_done_callback(partial(self._appended, reason, done))
-        return done
+        appended = self.spool.append(record)
+        appended.add_done_callback(partial(self._appended, reason, durable))
+        return appended
 
     def _appended(
-        self, reason: str, done: asyncio.Future[None], appended: asyncio.Future[None]
+        self, reason: str, durable: asyncio.Future[None], appended: asyncio.Future[None]
     ) -> None:
+        self._fallbacks.discard(appended)
+        self._spooling.discard(durable)
         if appended.cancelled():
-            done.cancel()
+            durable.cancel()
             return
         error = appended.exception()
         if error is None:
             self._metrics.spool_appended(reason)
             self._spooled.set()
-        if done.done():
+        if durable.done():
             return
         if error is None:
-            done.set_result(None)
+            durable.set_result(None)
         else:
-            done.set_exception(_append_failure(error))
+            durable.set_exception(_append_failure(error))
 
     # -- health ---------------------------------------------------------------------------
 
