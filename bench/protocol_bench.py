@@ -7,6 +7,9 @@ hot path:
 
     .venv/bin/python bench/protocol_bench.py [--requests 20000] [--repeat 5]
 
+``--read-bytes N`` hands each request over in reads of at most N bytes, as a socket delivers a
+large body (``--size 262144 --read-bytes 65536``: what copying a large body costs).
+
 With ``--outbox real`` the requests go through the real outbox and publisher instead, over a
 producer that acknowledges on its next poll (no librdkafka, no broker), from ``--connections``
 connections at once as a load generator keeps them busy: hookd's Python work per request
@@ -163,17 +166,25 @@ def bench_config() -> Config:
     )
 
 
-async def run(requests: int, size: int) -> float:
+def reads_of(raw: bytes, read_bytes: int) -> list[bytes]:
+    """The request as a socket would deliver it, in reads of at most ``read_bytes``."""
+    if not read_bytes:
+        return [raw]
+    return [raw[at : at + read_bytes] for at in range(0, len(raw), read_bytes)]
+
+
+async def run(requests: int, size: int, read_bytes: int = 0) -> float:
     config = bench_config()
     outbox = InstantOutbox()
     context = ServerContext(config.server, build_routes(config), outbox, Metrics())  # type: ignore[arg-type]
     protocol = HttpProtocol(context)
     transport = Transport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
-    raw = segment_request(body_of(size))
+    reads = reads_of(segment_request(body_of(size)), read_bytes)
     started = time.process_time()
     for _ in range(requests):
-        protocol.data_received(raw)
+        for data in reads:
+            protocol.data_received(data)
         await asyncio.sleep(0)  # let the commit callback answer, as the loop would
     elapsed = time.process_time() - started
     protocol.connection_lost(None)
@@ -234,6 +245,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--size", type=int, default=700, help="body bytes")
+    parser.add_argument(
+        "--read-bytes", type=int, default=0, help="largest read (default: the whole request)"
+    )
     parser.add_argument("--outbox", choices=("instant", "real"), default="instant")
     parser.add_argument("--connections", type=int, default=100, help="with --outbox real")
     args = parser.parse_args()
@@ -243,7 +257,9 @@ def main() -> None:
             for _ in range(args.repeat)
         ]
     else:
-        samples = [uvloop.run(run(args.requests, args.size)) for _ in range(args.repeat)]
+        samples = [
+            uvloop.run(run(args.requests, args.size, args.read_bytes)) for _ in range(args.repeat)
+        ]
     print(
         f"HTTP path ({args.outbox} outbox), {args.size}-byte signed body: "
         f"median {statistics.median(samples):.1f} µs "

@@ -28,6 +28,9 @@ The law of this module:
 * The events do not depend on how the bytes were cut into reads. Body pieces are yielded as
   soon as their bytes are in; how large a body may grow is the caller's to decide (it knows
   the route), as is what a request may hold while it arrives.
+* Body bytes are copied at most once here: a read that falls inside a Content-Length body
+  (the pieces of a large body) is yielded as the same object, and bytes taken out of the
+  buffer are copied out once.
 """
 
 from __future__ import annotations
@@ -141,12 +144,17 @@ class RequestParser:
         "_max_head",
         "_reading",
         "_remaining",
+        "_whole",
         "body_received",
     )
 
     def __init__(self, max_head_bytes: int) -> None:
         self._max_head = max_head_bytes
         self._buffer = bytearray()
+        #: A read that arrived inside a Content-Length body while nothing else was buffered,
+        #: kept as it came (it precedes ``_buffer``): a large body's pieces are then not copied
+        #: into the buffer and out again, only joined once at the end.
+        self._whole: bytes | None = None
         self._reading = _Reading.HEAD
         self._error: Malformed | None = None
         self._remaining = 0  # body or chunk bytes still to come
@@ -158,10 +166,22 @@ class RequestParser:
     @property
     def buffered(self) -> int:
         """Bytes received and not yet turned into events."""
-        return len(self._buffer)
+        whole = self._whole
+        return len(self._buffer) + (len(whole) if whole is not None else 0)
 
     def feed(self, data: bytes) -> None:
-        if self._reading is not _Reading.ERROR:  # after an error, bytes mean nothing
+        reading = self._reading
+        if reading is _Reading.ERROR:  # after an error, bytes mean nothing
+            return
+        if (
+            reading is _Reading.LENGTH
+            and self._remaining
+            and self._whole is None
+            and not self._buffer
+            and type(data) is bytes  # immutable: safe to keep without a copy
+        ):
+            self._whole = data  # the next _length_body takes it, whatever it holds
+        else:
             self._buffer += data
 
     def next_event(self) -> Event:
@@ -220,6 +240,7 @@ class RequestParser:
         self._error = Malformed(status, reason)
         self._reading = _Reading.ERROR
         self._buffer.clear()
+        self._whole = None
         return self._error
 
     # -- bodies ---------------------------------------------------------------------------
@@ -229,15 +250,18 @@ class RequestParser:
         if not remaining:
             self._reading = _Reading.HEAD
             return END
-        buffer = self._buffer
-        if not buffer:
+        buffer, whole = self._buffer, self._whole
+        if whole is not None:
+            self._whole = None
+            if len(whole) <= remaining:
+                data = whole
+            else:  # the body ends inside this read: what follows precedes any later read
+                data = whole[:remaining]
+                buffer[:0] = memoryview(whole)[remaining:]
+        elif not buffer:
             return NEED_DATA
-        if len(buffer) <= remaining:
-            data = bytes(buffer)
-            buffer.clear()
         else:
-            data = bytes(buffer[:remaining])
-            del buffer[:remaining]
+            data = _take(buffer, remaining)
         self._remaining = remaining - len(data)
         self.body_received += len(data)
         return Body(data)
@@ -249,9 +273,8 @@ class RequestParser:
             if reading is _Reading.CHUNK_DATA:
                 if not buffer:
                     return NEED_DATA
-                take = min(len(buffer), self._remaining)
-                data = bytes(buffer[:take])
-                del buffer[:take]
+                data = _take(buffer, self._remaining)
+                take = len(data)
                 self._remaining -= take
                 if not self._remaining:
                     self._reading = _Reading.CHUNK_END
@@ -305,6 +328,19 @@ class RequestParser:
         if self._framing + pending <= allowed:
             return None
         return self._fail(400, "chunk framing too large")
+
+
+def _take(buffer: bytearray, limit: int) -> bytes:
+    """Up to ``limit`` bytes from the front of ``buffer``, removed from it: copied once (a
+    bytearray slice and then ``bytes`` would copy them twice)."""
+    if len(buffer) <= limit:
+        data = bytes(buffer)
+        buffer.clear()
+        return data
+    with memoryview(buffer) as view:
+        data = view[:limit].tobytes()
+    del buffer[:limit]
+    return data
 
 
 # -- judging a whole head ---------------------------------------------------------------------

@@ -164,6 +164,32 @@ def test_an_error_is_final() -> None:
     assert parser.next_event() == first and parser.buffered == 0
 
 
+def test_a_read_inside_a_body_is_yielded_as_it_came_and_counted_until_taken() -> None:
+    """A large body arrives in many reads; each read inside it is handed on as the same bytes
+    object (no copy in, no copy out), and what follows the body in the same read stays first
+    in line for the next request."""
+    parser = RequestParser(MAX_HEAD)
+    parser.feed(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123")
+    assert isinstance(parser.next_event(), Head)
+    assert parser.next_event() == Body(b"0123")
+    assert parser.next_event() is NEED_DATA
+    inside = b"456"
+    parser.feed(inside)
+    assert parser.buffered == 3
+    piece = parser.next_event()
+    assert isinstance(piece, Body) and piece.data is inside
+    end_and_next = b"789POST /b HTTP/1.1\r\n"  # the body's end, then the next head's start
+    rest_of_next = b"Host: h\r\nContent-Length: 0\r\n\r\n"
+    parser.feed(end_and_next)
+    parser.feed(rest_of_next)
+    assert parser.buffered == len(end_and_next) + len(rest_of_next)
+    assert parser.next_event() == Body(b"789")
+    assert parser.next_event() is END
+    head = parser.next_event()
+    assert isinstance(head, Head) and head.target == b"/b"
+    assert parser.next_event() is END and parser.buffered == 0
+
+
 @pytest.mark.parametrize(
     ("raw", "status"),
     [
