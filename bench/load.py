@@ -7,6 +7,7 @@ the CPU each side spent is read around the round (``procstats``), not estimated.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -220,3 +221,44 @@ def probe(port: int, secret: str, body: bytes) -> int | None:
         return None
     finally:
         conn.close()
+
+
+#: How long a spool may take to forward what one round put in it.
+DRAIN_TIMEOUT_S = 300.0
+
+
+def spool_depth(admin_port: int) -> int:
+    """Records the server's spool holds (``hookd_spool_depth`` on its admin listener)."""
+    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    depths = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("hookd_spool_depth")
+    ]
+    if not depths:
+        raise RuntimeError("the server's /metrics has no hookd_spool_depth")
+    return int(sum(depths))
+
+
+def drain(round_: Round, admin_port: int, server_pid: int) -> Round:
+    """Wait until the spool has forwarded what the round put in it; the round's CPU then
+    includes that forwarding, which answering from the spool only deferred."""
+    cpu0, started = cpu_seconds(server_pid), time.monotonic()
+    while spool_depth(admin_port):
+        if time.monotonic() - started > DRAIN_TIMEOUT_S:
+            raise RuntimeError(f"the spool did not drain within {DRAIN_TIMEOUT_S:g}s")
+        time.sleep(0.1)
+    drain_cpu = cpu_seconds(server_pid) - cpu0
+    server_cpu = round_.server_cpu_s + drain_cpu
+    return dataclasses.replace(
+        round_,
+        server_cpu_s=server_cpu,
+        cpu_us_per_req=server_cpu * 1e6 / round_.requests if round_.requests else float("nan"),
+        drain_s=time.monotonic() - started,
+        drain_cpu_s=drain_cpu,
+    )

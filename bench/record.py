@@ -35,6 +35,10 @@ class Round:
     foreign_load_cpu_pct: float  # others' use of the load CPU (includes this harness, ~1%)
     steal_pct: float  # hypervisor steal on the server's CPU
     raw: dict[str, Any] = field(repr=False)  # wrk's BENCH_JSON line, kept whole
+    #: A server that answers before publishing (hookd ack=spool): seconds after wrk ended until
+    #: its spool was empty, and its CPU in them (in ``server_cpu_s`` and ``cpu_us_per_req``).
+    drain_s: float = 0.0
+    drain_cpu_s: float = 0.0
 
     @property
     def ok_responses(self) -> int:

@@ -124,7 +124,14 @@ def markdown(meta: dict[str, Any], results: list[RunResult]) -> str:
         "the server's own time: other processes on this shared machine (a round over "
         f"{a['max_foreign_cpu']:g} % is rerun, up to {a['retries']} times, then flagged). "
         "Records: read back from the topic, must be ≥ answered 2xx (the ceiling publishes "
-        "nothing: n/a).",
+        "nothing: n/a)."
+        + (
+            " hookd ack=spool answers before it publishes: each of its rounds lasts until its "
+            "spool has forwarded what the round took, so its CPU µs/req includes that "
+            "forwarding (the drain after wrk stops)."
+            if _any_drained(main_results)
+            else ""
+        ),
         "",
         "## Results",
         "",
@@ -397,6 +404,15 @@ def chart(path: Path, meta: dict[str, Any], results: list[RunResult]) -> None:
     plt.close(fig)
 
 
+def _any_drained(results: list[RunResult]) -> bool:
+    return any(
+        round_.drain_cpu_s
+        for r in results
+        if r.measured is not None
+        for round_ in r.measured.rounds
+    )
+
+
 def summary(r: RunResult) -> str:
     """The console lines printed after each run."""
     run = r.ok
@@ -417,6 +433,9 @@ def summary(r: RunResult) -> str:
         f"ready {run.startup.ready_s:.2f}s\n"
         f"    {records}"
     )
+    drains = [round_.drain_s for round_ in run.rounds if round_.drain_cpu_s]
+    if drains:
+        text += f"\n    spool empty {max(drains):.1f}s after each round, at most (CPU counted)"
     if r.flags:
         text += "\n    FLAGS: " + "; ".join(r.flags)
     if r.notes:

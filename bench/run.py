@@ -76,7 +76,7 @@ from typing import Any
 
 import embedded_broker
 from embedded_broker import Managed, cpu_list, port_answers
-from load import probe, run_wrk, wait_for_quiet, write_bodies
+from load import drain, probe, run_wrk, wait_for_quiet, write_bodies
 from procstats import memory_kb
 from record import Measurement, Median, RecordsCheck, Round, RunResult, Startup
 from report import ratio_lines, summary, write_report
@@ -231,15 +231,24 @@ def measure_rounds(
     wrk_args: tuple[int, Path, Scenario, argparse.Namespace, Layout],
     server_pid: int,
     broker_pid: int,
+    drain_port: int | None = None,
 ) -> tuple[Round, list[Round], list[Round]]:
     """The warm-up, then ``--rounds`` rounds; a round others took the server's CPU in is
-    discarded and rerun, up to ``--retries`` times. Returns (warm-up, kept, discarded)."""
-    warm = run_wrk(*wrk_args, args.warmup, server_pid, broker_pid)
+    discarded and rerun, up to ``--retries`` times. Returns (warm-up, kept, discarded).
+
+    ``drain_port``: the admin port of a server that answers before publishing; each round
+    then lasts until its spool is empty again (``load.drain``)."""
+
+    def one_round(duration: float) -> Round:
+        measured = run_wrk(*wrk_args, duration, server_pid, broker_pid)
+        return measured if drain_port is None else drain(measured, drain_port, server_pid)
+
+    warm = one_round(args.warmup)
     rounds: list[Round] = []
     discarded: list[Round] = []
     while len(rounds) < args.rounds:
         wait_for_quiet(args, layout, server_pid)
-        measured = run_wrk(*wrk_args, args.duration, server_pid, broker_pid)
+        measured = one_round(args.duration)
         contended = measured.foreign_server_cpu_pct > args.max_foreign_cpu
         if contended and len(discarded) < args.retries:
             print(
@@ -315,7 +324,12 @@ def run_one(
             startup, probe_ok = await_ready(proc, ctx.port, args, secret, probe_body)
             wrk_args = (ctx.port, bodies, scenario, args, layout)
             warm, rounds, discarded = measure_rounds(
-                args, layout, wrk_args, proc.pid, broker.process.pid
+                args,
+                layout,
+                wrk_args,
+                proc.pid,
+                broker.process.pid,
+                drain_port=ctx.admin_port if server.defers else None,
             )
             if not proc.alive():
                 raise RuntimeError(f"server died during the run:\n{proc.log_tail()}")
