@@ -13,7 +13,10 @@ large body (``--size 262144 --read-bytes 65536``: what copying a large body cost
 With ``--outbox real`` the requests go through the real outbox and publisher instead, over a
 producer that acknowledges on its next poll (no librdkafka, no broker), from ``--connections``
 connections at once as a load generator keeps them busy: hookd's Python work per request
-including the deadline timer, the batching task and the delivery reports.
+including the deadline timer, the batching task and the delivery reports. ``--ack spool``
+answers from a real spool (in a temporary directory: its writes and fdatasyncs count) and
+forwards through the same producer; the clock stops once the spool is empty again, so the
+forwarding is counted.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import hashlib
 import hmac
 import json
 import statistics
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -37,6 +41,7 @@ from hookd.metrics import Metrics
 from hookd.publish.ack import AckMode
 from hookd.publish.outbox import Outbox
 from hookd.publish.publisher import Publisher
+from hookd.publish.spool import Spool
 from hookd.record import Record
 from hookd.routing import build_routes
 
@@ -150,20 +155,21 @@ def body_of(size: int) -> bytes:
     return json.dumps(event).encode()
 
 
-def bench_config() -> Config:
-    return validate(
-        {
-            "routes": [
-                {
-                    "path": "/segment",
-                    "topic": "bench",
-                    "verify": "segment",
-                    "secrets": [SECRET.decode()],
-                }
-            ]
-        },
-        {},
-    )
+def bench_config(ack: str = "kafka", spool_dir: str | None = None) -> Config:
+    raw: dict[str, Any] = {
+        "routes": [
+            {
+                "path": "/segment",
+                "topic": "bench",
+                "verify": "segment",
+                "secrets": [SECRET.decode()],
+                "ack": ack,
+            }
+        ]
+    }
+    if spool_dir is not None:
+        raw["spool"] = {"path": spool_dir}
+    return validate(raw, {})
 
 
 def reads_of(raw: bytes, read_bytes: int) -> list[bytes]:
@@ -192,10 +198,17 @@ async def run(requests: int, size: int, read_bytes: int = 0) -> float:
     return elapsed / requests * 1e6
 
 
-async def run_real_outbox(requests: int, size: int, connections: int) -> float:
+async def run_real_outbox(requests: int, size: int, connections: int, ack: str) -> float:
     """Like ``run``, through the real outbox and publisher; each connection sends its next
     request as soon as its answer is written, as a keep-alive load generator does."""
-    config = bench_config()
+    with tempfile.TemporaryDirectory(prefix="protocol-bench-") as spool_dir:
+        return await _real_outbox(requests, size, connections, ack, spool_dir)
+
+
+async def _real_outbox(
+    requests: int, size: int, connections: int, ack: str, spool_dir: str
+) -> float:
+    config = bench_config(ack, spool_dir if ack == "spool" else None)
     metrics = Metrics()
     publisher = Publisher(
         AckingCluster(),  # type: ignore[arg-type]
@@ -205,8 +218,11 @@ async def run_real_outbox(requests: int, size: int, connections: int) -> float:
         topic_names={"bench": "bench"},
         connected=True,
     )
-    outbox = Outbox(publisher, None, metrics)
-    publisher.start()
+    spool = None
+    if config.spool is not None:
+        spool = await Spool.open(config.spool.path, config.spool.max_bytes)
+    outbox = Outbox(publisher, spool, metrics)
+    outbox.start()
     context = ServerContext(config.server, build_routes(config), outbox, metrics)
     raw = segment_request(body_of(size))
     answered = 0
@@ -234,8 +250,10 @@ async def run_real_outbox(requests: int, size: int, connections: int) -> float:
     for protocol in protocol_of.values():
         protocol.data_received(raw)
     await done
+    while spool is not None and spool.depth:  # what was spooled is forwarded before the clock stops
+        await asyncio.sleep(0.001)
     elapsed = time.process_time() - started
-    await publisher.close(1.0)
+    await outbox.close(1.0)
     assert all(not client.closed for client in protocol_of), "requests were refused"
     return elapsed / answered * 1e6
 
@@ -250,10 +268,13 @@ def main() -> None:
     )
     parser.add_argument("--outbox", choices=("instant", "real"), default="instant")
     parser.add_argument("--connections", type=int, default=100, help="with --outbox real")
+    parser.add_argument(
+        "--ack", choices=("kafka", "spool"), default="kafka", help="with --outbox real"
+    )
     args = parser.parse_args()
     if args.outbox == "real":
         samples = [
-            uvloop.run(run_real_outbox(args.requests, args.size, args.connections))
+            uvloop.run(run_real_outbox(args.requests, args.size, args.connections, args.ack))
             for _ in range(args.repeat)
         ]
     else:
@@ -261,7 +282,9 @@ def main() -> None:
             uvloop.run(run(args.requests, args.size, args.read_bytes)) for _ in range(args.repeat)
         ]
     print(
-        f"HTTP path ({args.outbox} outbox), {args.size}-byte signed body: "
+        f"HTTP path ({args.outbox} outbox"
+        + (f", ack={args.ack}" if args.outbox == "real" else "")
+        + f"), {args.size}-byte signed body: "
         f"median {statistics.median(samples):.1f} µs "
         f"per request (samples {', '.join(f'{s:.1f}' for s in samples)})"
     )
