@@ -52,15 +52,6 @@ def publisher(cluster: FakeCluster, clock: Clock) -> Publisher:
     )
 
 
-def started() -> tuple[HeldCluster, Clock, Publisher]:
-    """A running publisher whose deliveries are held until the test releases them."""
-    cluster, clock = HeldCluster({"t"}), Clock()
-    cluster.stalled = True
-    pub = publisher(cluster, clock)
-    pub.start()
-    return cluster, clock, pub
-
-
 async def settled(*futures: asyncio.Future[None]) -> None:
     """Every future resolves within 3 s (a window that never frees fails here, not hangs)."""
     await asyncio.wait_for(asyncio.gather(*futures), 3)
@@ -76,7 +67,10 @@ def run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 def test_the_producer_holds_at_most_a_window_and_the_rest_follows_in_order() -> None:
     async def body() -> None:
-        cluster, _, pub = started()
+        cluster, clock = HeldCluster({"t"}), Clock()
+        cluster.stalled = True
+        pub = publisher(cluster, clock)
+        pub.start()
         futures = [pub.publish(record(400, tag)) for tag in range(5)]
         await until(lambda: len(held(cluster)) == 2)
         await asyncio.sleep(0.02)  # several rounds of the task: no third record goes
@@ -91,8 +85,11 @@ def test_the_producer_holds_at_most_a_window_and_the_rest_follows_in_order() -> 
 
 def test_a_record_larger_than_the_window_goes_alone() -> None:
     async def body() -> None:
-        cluster, _, pub = started()
+        cluster, clock = HeldCluster({"t"}), Clock()
         cluster.max_bytes = 10 * WINDOW
+        cluster.stalled = True
+        pub = publisher(cluster, clock)
+        pub.start()
         big, small = pub.publish(record(3 * WINDOW, 1)), pub.publish(record(10, 2))
         await until(lambda: len(held(cluster)) == 1)
         await asyncio.sleep(0.02)
@@ -106,7 +103,10 @@ def test_a_record_larger_than_the_window_goes_alone() -> None:
 
 def test_a_record_that_waits_past_the_ack_timeout_fails_as_librdkafka_would() -> None:
     async def body() -> None:
-        cluster, clock, pub = started()
+        cluster, clock = HeldCluster({"t"}), Clock()
+        cluster.stalled = True
+        pub = publisher(cluster, clock)
+        pub.start()
         first = pub.publish(record(600, 1))
         waiting = [pub.publish(record(600, tag)) for tag in (2, 3)]
         await until(lambda: len(held(cluster)) == 1)
@@ -126,7 +126,10 @@ def test_a_record_that_waits_past_the_ack_timeout_fails_as_librdkafka_would() ->
 
 def test_a_rebuilt_producer_starts_with_an_empty_window() -> None:
     async def body() -> None:
-        cluster, _, pub = started()
+        cluster, clock = HeldCluster({"t"}), Clock()
+        cluster.stalled = True
+        pub = publisher(cluster, clock)
+        pub.start()
         old = pub.publish(record(900, 1))
         await until(lambda: len(held(cluster)) == 1)
         pub._rebuild("test")  # the old producer keeps its record until it is reported
