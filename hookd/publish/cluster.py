@@ -74,14 +74,12 @@ class Cluster(Protocol):
 
 #: librdkafka's default ``batch.size``.
 BATCH_BYTES = 1_000_000
-#: Batches the producer may hold unacknowledged: one on its way, the next filling.
-WINDOW_BATCHES = 2
 
 
 def produce_window_bytes(config: Config) -> int:
-    """What the publisher hands the producer unacknowledged at most: two batches of the
+    """What the publisher hands the producer unacknowledged at most: one batch, the
     producer's ``batch.size`` (``[kafka.extra]``, else librdkafka's default)."""
-    return WINDOW_BATCHES * int(config.kafka.extra.get("batch.size", BATCH_BYTES))
+    return int(config.kafka.extra.get("batch.size", BATCH_BYTES))
 
 
 def producer_config(config: Config) -> dict[str, str | int | float | bool]:

@@ -8,14 +8,12 @@ The loop never blocks on the producer: ``produce`` never retries a full queue, `
 always called with a zero timeout, and everything that talks to the network on its own
 (connecting, metadata probes, creating topics) runs in a thread.
 
-The producer is handed at most ``window_bytes`` of record values not yet acknowledged (two
-batches of ``batch.size``: one on its way while the next fills; a larger record goes alone),
-the rest waits here. Holding more, librdkafka's broker thread busy-polls its socket. Measured
-with ``bench/librdkafka_window.py``: per 16 KB record, 57-62 µs of librdkafka CPU with 3.2 MB
-outstanding against 11-24 µs with 2 MB (which also had the most records/s, one batch having
-half of them); per 256 KB record, 792 µs with 12.8 MB against 147-176 µs with 2 MB, at the same
-records/s. A record that waits here longer than ``ack_timeout_s`` fails as librdkafka's own
-time-out would.
+The producer is handed at most ``window_bytes`` of record values not yet acknowledged (one
+batch, ``batch.size``; a larger record goes alone), the rest waits here. Measured on the
+embedded broker: while librdkafka holds more than a batch it busy-polls its broker socket,
+and its thread spent 45-65 µs per 16 KB record with 200 outstanding against 9-15 µs with 50,
+and 1,035 µs per 256 KB record with 50 outstanding against 153 µs with 4. A record that waits
+here longer than ``ack_timeout_s`` fails as librdkafka's own time-out would.
 
 A second task, the recovery task, acts on what :class:`~hookd.publish.health.Health` learns
 from the delivery reports: it connects when hookd started without its broker, probes metadata
@@ -38,13 +36,7 @@ from functools import partial
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from hookd.metrics import Metrics
-from hookd.publish.cluster import (
-    BATCH_BYTES,
-    WINDOW_BATCHES,
-    Cluster,
-    ClusterError,
-    ProducerLike,
-)
+from hookd.publish.cluster import BATCH_BYTES, Cluster, ClusterError, ProducerLike
 from hookd.publish.health import Failure, Health, classify
 from hookd.record import Record
 
@@ -98,7 +90,7 @@ class Publisher:
         topics: Iterable[str],
         topic_names: dict[str, str],
         connected: bool,
-        window_bytes: int = WINDOW_BATCHES * BATCH_BYTES,
+        window_bytes: int = BATCH_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``connected``: ``prepare`` reached the broker (a producer is made at once);

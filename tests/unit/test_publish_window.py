@@ -1,6 +1,6 @@
 """The produce window: the producer is handed at most ``window_bytes`` of record values that
-are not yet acknowledged, so librdkafka never holds more than two batches (beyond that, its
-broker thread busy-polls). Driven by the fake cluster, with deliveries held back at will."""
+are not yet acknowledged, so librdkafka never holds more than a batch (beyond it, its broker
+thread busy-polls). Driven by the fake cluster, with deliveries held back at will."""
 
 from __future__ import annotations
 
@@ -148,5 +148,5 @@ def test_the_window_is_the_producers_batch_size() -> None:
         route = {"path": "/r", "topic": "t", "verify": "segment", "secrets": ["s"]}
         return produce_window_bytes(validate({"kafka": kafka, "routes": [route]}, {}))
 
-    assert window({}) == 2_000_000  # two of librdkafka's default batch.size
-    assert window({"extra": {"batch.size": 4_000_000}}) == 8_000_000
+    assert window({}) == 1_000_000  # librdkafka's default batch.size
+    assert window({"extra": {"batch.size": 4_000_000}}) == 4_000_000
