@@ -16,7 +16,7 @@ from pathlib import Path
 from hookd.admin import AdminLimits, AdminProtocol, ProcessView
 from hookd.http.protocol import HttpProtocol, ServerContext, enforce_timeouts
 from hookd.metrics import Gauge, Metrics
-from hookd.publish.cluster import KafkaCluster, produce_window_bytes
+from hookd.publish.cluster import KafkaCluster
 from hookd.publish.outbox import Outbox
 from hookd.publish.publisher import Publisher
 from hookd.rejects import Rejects, publish_and_forget
@@ -78,7 +78,6 @@ class Hookd:
             topics=wanted_topics(config, prepared.routes),
             topic_names=prepared.topic_names,
             connected=prepared.online,
-            window_bytes=produce_window_bytes(config),
         )
         spool = None
         if config.spool is not None:

@@ -72,16 +72,6 @@ class Cluster(Protocol):
         """A new producer; only after ``connect`` succeeded."""
 
 
-#: librdkafka's default ``batch.size``.
-BATCH_BYTES = 1_000_000
-
-
-def produce_window_bytes(config: Config) -> int:
-    """What the publisher hands the producer unacknowledged at most: one batch, the
-    producer's ``batch.size`` (``[kafka.extra]``, else librdkafka's default)."""
-    return int(config.kafka.extra.get("batch.size", BATCH_BYTES))
-
-
 def producer_config(config: Config) -> dict[str, str | int | float | bool]:
     kafka = config.kafka
     return {

@@ -8,13 +8,6 @@ The loop never blocks on the producer: ``produce`` never retries a full queue, `
 always called with a zero timeout, and everything that talks to the network on its own
 (connecting, metadata probes, creating topics) runs in a thread.
 
-The producer is handed at most ``window_bytes`` of record values not yet acknowledged (one
-batch, ``batch.size``; a larger record goes alone), the rest waits here. Measured on the
-embedded broker: while librdkafka holds more than a batch it busy-polls its broker socket,
-and its thread spent 45-65 µs per 16 KB record with 200 outstanding against 9-15 µs with 50,
-and 1,035 µs per 256 KB record with 50 outstanding against 153 µs with 4. A record that waits
-here longer than ``ack_timeout_s`` fails as librdkafka's own time-out would.
-
 A second task, the recovery task, acts on what :class:`~hookd.publish.health.Health` learns
 from the delivery reports: it connects when hookd started without its broker, probes metadata
 when no ack came lately, creates topics the broker lost, and replaces a producer that stopped
@@ -36,7 +29,7 @@ from functools import partial
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from hookd.metrics import Metrics
-from hookd.publish.cluster import BATCH_BYTES, Cluster, ClusterError, ProducerLike
+from hookd.publish.cluster import Cluster, ClusterError, ProducerLike
 from hookd.publish.health import Failure, Health, classify
 from hookd.record import Record
 
@@ -49,9 +42,6 @@ PROBE_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 2.0
 #: Beyond the ack timeout, how long a retired producer may keep its last records.
 RETIRE_MARGIN_S = 1.0
-#: What a record that waited here past ``ack_timeout_s`` fails with: librdkafka's words for
-#: the same time-out, so that ``hookd_delivery_failures_total`` counts both under one reason.
-TIMED_OUT = "Local: Message timed out"
 
 
 class PublishError(Exception):
@@ -90,12 +80,10 @@ class Publisher:
         topics: Iterable[str],
         topic_names: dict[str, str],
         connected: bool,
-        window_bytes: int = BATCH_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``connected``: ``prepare`` reached the broker (a producer is made at once);
-        otherwise the recovery task connects when it can. ``window_bytes``: record bytes the
-        current producer may hold unacknowledged (see the module docstring)."""
+        otherwise the recovery task connects when it can."""
         self._cluster = cluster
         self._metrics = metrics
         self._ack_timeout_s = ack_timeout_s
@@ -110,8 +98,6 @@ class Publisher:
         self._wake = asyncio.Event()
         self._recover_now = asyncio.Event()
         self._in_flight = 0
-        self._window_bytes = window_bytes
-        self._window_used = 0  # value bytes the current producer holds, not yet reported
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._recovery: asyncio.Task[None] | None = None
@@ -179,31 +165,18 @@ class Publisher:
                 self._wake.clear()
                 await self._wake.wait()
             self._produce_queued()
-            if self._producer is not None and self._producer.poll(0) and self._queue:
-                self._produce_queued()  # the reports made room in the window
+            if self._producer is not None:
+                self._producer.poll(0)
             if self._retired:
                 self._poll_retired()
-            if self._in_flight or self._queue:  # never spin: reports come with time
+            if self._in_flight:
                 await asyncio.sleep(POLL_INTERVAL_S)
 
     def _produce_queued(self) -> None:
         queue, producer, generation = self._queue, self._producer, self._generation
-        expired = self._clock() - self._ack_timeout_s
         while queue:
-            record, future, queued_at = queue[0]
-            size = len(record.value)
-            if (
-                self._window_used
-                and self._window_used + size > self._window_bytes
-                and queued_at > expired
-                and not future.done()
-            ):
-                return  # the window is full: the reports free it
-            queue.popleft()
+            record, future, queued_at = queue.popleft()
             if future.done():  # the client went away before we got to it
-                continue
-            if queued_at <= expired:  # waited here as long as librdkafka would have
-                self._fail(future, TIMED_OUT)
                 continue
             topic = self._names.get(record.topic)
             if producer is None or topic is None:
@@ -217,9 +190,7 @@ class Publisher:
                     headers=list(record.headers),
                     timestamp=record.timestamp_ms,
                     buffer_error_max_tries=0,
-                    on_delivery=partial(
-                        self._delivered, future, queued_at, topic, generation, size
-                    ),
+                    on_delivery=partial(self._delivered, future, queued_at, topic, generation),
                 )
             except BufferError:
                 self._fail(future, "local producer queue full")
@@ -236,7 +207,6 @@ class Publisher:
                 self._fail(future, f"produce failed: {type(exc).__name__}")
                 continue
             self._in_flight += 1
-            self._window_used += size
 
     def _delivered(
         self,
@@ -244,13 +214,10 @@ class Publisher:
         queued_at: float,
         topic: str,
         generation: int,
-        size: int,
         error: KafkaError | None,
         message: Message,
     ) -> None:
         self._in_flight -= 1
-        if generation == self._generation:  # only the current producer fills the window
-            self._window_used -= size
         if error is not None:
             self._failed(future, topic, generation, error)
             return
@@ -343,7 +310,6 @@ class Publisher:
             return
         log.info("broker reachable: connected")
         self._generation += 1
-        self._window_used = 0  # what an older producer holds no longer fills the window
         self._producer = self._cluster.producer(partial(self._on_producer_error, self._generation))
         self.health.probe_answered(self._clock())
         await self._resolve_topics()
@@ -385,7 +351,6 @@ class Publisher:
         old = self._producer
         assert old is not None
         self._generation += 1
-        self._window_used = 0  # what an older producer holds no longer fills the window
         self._producer = self._cluster.producer(partial(self._on_producer_error, self._generation))
         deadline = self._clock() + self._ack_timeout_s + RETIRE_MARGIN_S
         self._retired.append(_Retired(old, deadline))
