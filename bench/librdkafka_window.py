@@ -1,5 +1,5 @@
-"""librdkafka's own CPU per record, by how much it holds unacknowledged: why hookd's publisher
-hands the producer two batches at most (``hookd.publish.publisher``, the produce window).
+"""librdkafka's own CPU per record, by how much it holds unacknowledged (it busy-polls while
+it holds several batches; README, Performance, says what bounding it did in the whole server).
 
 A confluent-kafka producer with hookd's settings (``acks=all``, idempotence, ``linger.ms=2``)
 produces to the embedded broker, keeping ``W`` records outstanding ("window": one more as each
