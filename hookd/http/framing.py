@@ -6,6 +6,9 @@ The law of this module:
   (:meth:`~RequestParser.next_event`). Each request yields one :class:`Head`, then zero or more
   :class:`Body` pieces, then :data:`END`; the next request's head follows on the same parser.
   :data:`NEED_DATA` means nothing more can be said until more bytes arrive.
+* A request whose whole Content-Length body is buffered with its head (the common case: a
+  small request in one read) yields one :class:`Head` that holds it (``Head.body``), and no
+  :class:`Body` or :data:`END`: the same request, in one event instead of three.
 * A :class:`Malformed` event (a status and a reason that never quotes the request) is final:
   the parser is in error and answers the same event for good. Nothing after a framing error can
   be trusted, so the connection answers it and closes.
@@ -25,7 +28,8 @@ The law of this module:
   ``CHUNK_MIN_AVERAGE_BYTES`` of its data (the chunk just announced included), and spend on
   framing (size lines, extensions, CRLFs, trailers, counted as they arrive, complete or not)
   ``CHUNK_FRAMING_ALLOWANCE`` plus ``CHUNK_FRAMING_BYTES`` per chunk; beyond either, 400.
-* The events do not depend on how the bytes were cut into reads. Body pieces are yielded as
+* The request the events describe does not depend on how the bytes were cut into reads
+  (only whether its body comes in the head's event or after it). Body pieces are yielded as
   soon as their bytes are in; how large a body may grow is the caller's to decide (it knows
   the route), as is what a request may hold while it arrives.
 * Body bytes are copied at most once here: a read that falls inside a Content-Length body
@@ -96,6 +100,9 @@ class Head:
     chunked: bool
     keep_alive: bool
     expects_continue: bool
+    #: The whole body, when it was buffered with the head: the request is complete, and no
+    #: ``Body`` or ``END`` follows. ``None``: the body follows in events.
+    body: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -171,7 +178,7 @@ class RequestParser:
 
     def feed(self, data: bytes) -> None:
         reading = self._reading
-        if reading is _Reading.ERROR:  # after an error, bytes mean nothing
+        if reading is _Reading.ERROR or not data:  # after an error, bytes mean nothing
             return
         if (
             reading is _Reading.LENGTH
@@ -225,6 +232,9 @@ class RequestParser:
             self._reading = _Reading.CHUNK_LINE
             self._chunks = 0
             self._framing = 0
+        elif len(buffer) >= head.content_length:  # the whole body is in: the request is complete
+            head.body = _take(buffer, head.content_length)
+            self.body_received = head.content_length
         else:
             self._reading = _Reading.LENGTH
             self._remaining = head.content_length

@@ -341,6 +341,10 @@ class HttpProtocol(asyncio.Protocol):
         exchange.route = route
         self._keep_alive = head.keep_alive
         self._expects_continue = head.expects_continue
+        if head.body is not None:  # the body came with the head: the request is complete
+            exchange.parts.append(head.body)
+            self._on_request()
+            return
         self._enter(_State.BODY)
 
     def _on_body(self, data: bytes) -> None:

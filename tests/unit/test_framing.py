@@ -8,6 +8,8 @@ comes back whole, and hostile bytes end in a refusal that stays, never in an exc
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,8 +32,9 @@ PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 
 def events(*reads: bytes, max_head: int = MAX_HEAD) -> list[Event]:
     """Every event the parser yields for ``reads`` fed one after the other; body pieces are
-    merged and NEED_DATA dropped, so that the list does not depend on where reads were cut.
-    Stops at the first Malformed."""
+    merged, a head holding its whole body is spelled as the head, the body and END, and
+    NEED_DATA is dropped, so that the list does not depend on where reads were cut. Stops at
+    the first Malformed."""
     parser = RequestParser(max_head)
     out: list[Event] = []
     for data in reads:
@@ -40,7 +43,10 @@ def events(*reads: bytes, max_head: int = MAX_HEAD) -> list[Event]:
             event = parser.next_event()
             if event is NEED_DATA:
                 break
-            if isinstance(event, Body) and out and isinstance(out[-1], Body):
+            if isinstance(event, Head) and event.body is not None:
+                out.append(dataclasses.replace(event, body=None))
+                out.extend([Body(event.body), END] if event.body else [END])
+            elif isinstance(event, Body) and out and isinstance(out[-1], Body):
                 out[-1] = Body(out[-1].data + event.data)
             else:
                 out.append(event)
@@ -170,7 +176,8 @@ def test_a_read_inside_a_body_is_yielded_as_it_came_and_counted_until_taken() ->
     in line for the next request."""
     parser = RequestParser(MAX_HEAD)
     parser.feed(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123")
-    assert isinstance(parser.next_event(), Head)
+    head = parser.next_event()
+    assert isinstance(head, Head) and head.body is None
     assert parser.next_event() == Body(b"0123")
     assert parser.next_event() is NEED_DATA
     inside = b"456"
@@ -186,8 +193,28 @@ def test_a_read_inside_a_body_is_yielded_as_it_came_and_counted_until_taken() ->
     assert parser.next_event() == Body(b"789")
     assert parser.next_event() is END
     head = parser.next_event()
-    assert isinstance(head, Head) and head.target == b"/b"
-    assert parser.next_event() is END and parser.buffered == 0
+    assert isinstance(head, Head) and head.target == b"/b" and head.body == b""
+    assert parser.next_event() is NEED_DATA and parser.buffered == 0
+
+
+def test_a_body_buffered_with_its_head_comes_in_the_head() -> None:
+    """The common request, head and body in one read, is one event; a body still arriving, or
+    a chunked one, follows its head in events."""
+    parser = RequestParser(MAX_HEAD)
+    parser.feed(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcPOST /b HTTP/1.1\r\n")
+    head = parser.next_event()
+    assert isinstance(head, Head) and head.body == b"abc" and parser.body_received == 3
+    assert parser.next_event() is NEED_DATA
+    parser.feed(b"Host: h\r\nContent-Length: 3\r\n\r\nab")
+    head = parser.next_event()
+    assert isinstance(head, Head) and head.target == b"/b" and head.body is None
+    assert parser.next_event() == Body(b"ab")
+    parser.feed(b"c")
+    assert parser.next_event() == Body(b"c") and parser.next_event() is END
+    parser.feed(chunked_post(b"3\r\nabc\r\n0\r\n\r\n"))
+    head = parser.next_event()
+    assert isinstance(head, Head) and head.chunked and head.body is None
+    assert parser.next_event() == Body(b"abc") and parser.next_event() is END
 
 
 @pytest.mark.parametrize(
