@@ -21,9 +21,10 @@ OMITTED_HEADER = "hookd-forward-omitted"
 FORWARD_MAX_BYTES = 4096
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """One Kafka message. ``value`` is the request body byte for byte."""
+    """One Kafka message. ``value`` is the request body byte for byte. Not changed once built;
+    not ``frozen`` only because that costs an ``object.__setattr__`` per field, per request."""
 
     topic: str
     key: bytes | None

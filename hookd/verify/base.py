@@ -75,9 +75,10 @@ class Headers:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
-    """What a verifier sees: the request exactly as received."""
+    """What a verifier sees: the request exactly as received (built per request: like
+    ``Verified``, not ``frozen``, whose ``__init__`` is several times slower; never changed)."""
 
     method: bytes
     target: bytes
@@ -85,7 +86,7 @@ class Request:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Verified:
     """A request that passed. ``reply`` is set for handshakes: answer it, publish nothing."""
 
