@@ -138,7 +138,7 @@ def build_record(
     headers: list[tuple[str, bytes]] = [
         ("hookd-route", route_path.encode()),
         ("hookd-verify", scheme.encode()),
-        ("hookd-received-at", str(received_at_ms).encode()),
+        ("hookd-received-at", b"%d" % received_at_ms),
         ("hookd-source-ip", source_ip.encode()),
     ]
     if verified.delivery_id is not None:
@@ -149,10 +149,5 @@ def build_record(
     if content_type is not None:
         headers.append(("content-type", content_type))
     headers += key_rule.forwarded(request)
-    return Record(
-        topic=topic,
-        key=key_rule.key(request, verified),
-        value=request.body,
-        headers=tuple(headers),
-        timestamp_ms=received_at_ms,
-    )
+    key = key_rule.key(request, verified)
+    return Record(topic, key, request.body, tuple(headers), received_at_ms)
