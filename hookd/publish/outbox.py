@@ -40,11 +40,6 @@ log = logging.getLogger("hookd.spool")
 
 #: Records read from the spool per forwarding round.
 FORWARD_BATCH = 500
-#: Record bytes per forwarding round (at least one record). librdkafka's broker thread
-#: busy-polls while it holds records unacknowledged, and the more it holds, the more CPU each
-#: record costs (bench/librdkafka_window.py); large records forwarded in rounds of 16 MiB cost
-#: far more than in rounds of 2 MiB (README, Performance).
-FORWARD_BYTES = 2 * 1024 * 1024
 #: Pause after a round in which some records were not acked, or while the broker is down.
 FORWARD_RETRY_S = 1.0
 #: How often the forwarder looks for spool files no running worker index owns.
@@ -265,7 +260,7 @@ class Outbox:
         Returns whether every record of the batch was settled."""
         if self.publisher.refusal_for_all() is not None:
             return False
-        batch = await spool.oldest(FORWARD_BATCH, FORWARD_BYTES)
+        batch = await spool.oldest(FORWARD_BATCH)
         outcomes = await asyncio.gather(
             *(self.publisher.publish(record) for _, record in batch), return_exceptions=True
         )

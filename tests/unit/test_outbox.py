@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_kafka import FakeCluster, FakeProducer
+from fake_kafka import FakeCluster
 from fakes import until
 
 from hookd.metrics import Metrics
@@ -141,38 +141,6 @@ def test_a_poison_record_in_the_spool_is_set_aside_and_the_rest_delivered(tmp_pa
         await outbox.close(1)
 
     run(body)
-
-
-def test_the_forwarder_hands_the_producer_at_most_forward_bytes_a_round(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    """Large records are forwarded a few at a time, in order: the producer never holds more
-    than ``FORWARD_BYTES`` of them unacknowledged."""
-    held_most = 0
-    produce = FakeProducer.produce
-
-    def produce_and_measure(producer: FakeProducer, *args: Any, **kwargs: Any) -> None:
-        nonlocal held_most
-        produce(producer, *args, **kwargs)
-        held_most = max(held_most, sum(len(value) for _, value, _ in producer.held))
-
-    monkeypatch.setattr(FakeProducer, "produce", produce_and_measure)
-    values = [bytes([n]) * 600_000 for n in range(8)]  # 4.8 MB: at least three rounds
-
-    async def body() -> None:
-        cluster, clock = FakeCluster({"t"}), Clock()
-        cluster.max_bytes = 1 << 20
-        spool = await Spool.open(tmp_path, 16 << 20)
-        for value in values:
-            await spool.append(record(value))
-        outbox = make(cluster, clock, spool=spool)
-        outbox.start()
-        await until(lambda: spool.depth == 0)
-        assert cluster.delivered == [("t", value) for value in values]
-        await outbox.close(1)
-
-    run(body)
-    assert 0 < held_most <= outbox_module.FORWARD_BYTES
 
 
 def test_offline_start_spools_then_connects_creates_topics_and_forwards(tmp_path: Path):
