@@ -184,7 +184,8 @@ class RequestParser:
 
     def feed(self, data: bytes) -> None:
         reading = self._reading
-        if reading is _Reading.ERROR or not data:  # after an error, bytes mean nothing
+        # After an error bytes mean nothing; an empty read says nothing either.
+        if reading is _Reading.ERROR or not data:
             return
         if (
             reading is _Reading.LENGTH
