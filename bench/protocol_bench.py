@@ -201,14 +201,16 @@ async def run(requests: int, size: int, read_bytes: int = 0) -> float:
 async def run_real_outbox(requests: int, size: int, connections: int, ack: str) -> float:
     """Like ``run``, through the real outbox and publisher; each connection sends its next
     request as soon as its answer is written, as a keep-alive load generator does."""
+    if ack != "spool":
+        return await _real_outbox(requests, size, connections, ack, None)
     with tempfile.TemporaryDirectory(prefix="protocol-bench-") as spool_dir:
         return await _real_outbox(requests, size, connections, ack, spool_dir)
 
 
 async def _real_outbox(
-    requests: int, size: int, connections: int, ack: str, spool_dir: str
+    requests: int, size: int, connections: int, ack: str, spool_dir: str | None
 ) -> float:
-    config = bench_config(ack, spool_dir if ack == "spool" else None)
+    config = bench_config(ack, spool_dir)
     metrics = Metrics()
     publisher = Publisher(
         AckingCluster(),  # type: ignore[arg-type]

@@ -77,8 +77,8 @@ class Headers:
 
 @dataclass(slots=True)
 class Request:
-    """What a verifier sees: the request exactly as received (built per request: like
-    ``Verified``, not ``frozen``, whose ``__init__`` is several times slower; never changed)."""
+    """What a verifier sees: the request exactly as received. Never changed once built; like
+    ``Verified``, built per request, so not ``frozen`` (a frozen ``__init__`` is much slower)."""
 
     method: bytes
     target: bytes
